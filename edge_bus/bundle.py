@@ -1,0 +1,200 @@
+"""The bundle: the only contract between the torch world (training, export) and the runtime.
+
+A bundle is a folder:
+
+    manifest.json        this module's schema (validated on read)
+    model.onnx           dynamic batch, input "input" (N, 1, S, S) float32
+    model.ts             TorchScript, same signature
+    engines/*.engine     TensorRT engines, built on the device that runs them (see engine_cache.py)
+    parity.json          outcome of the parity gate for every artifact
+
+Output semantics (the runtime's postprocessing depends on them):
+    classification: output "logits" (N, C); probabilities = softmax over C, in `classes` order.
+    segmentation:   output "logits" (N, 1, S, S); lesion where sigmoid(logit) > threshold.
+
+No torch here: the runtime reads manifests on carts without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_bus.data.preprocess import PreprocessSpec
+from edge_bus.errors import BundleError, PreprocessError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+PARITY_NAME = "parity.json"
+TASKS = ("classification", "segmentation")
+STATUSES = ("accepted", "rejected", "unchecked")
+ARTIFACT_KINDS = ("onnx", "onnx_int8", "torchscript", "tensorrt")
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | str]  # symbolic dims are strings, e.g. ["batch", 1, 256, 256]
+    dtype: str = "float32"
+
+
+@dataclass
+class Manifest:
+    task: str
+    model: str
+    classes: list[str]
+    input: TensorSpec
+    output: TensorSpec
+    preprocessing: PreprocessSpec
+    threshold: float = 0.5
+    batch_range: tuple[int, int] = (1, 8)
+    artifacts: dict[str, str] = field(default_factory=dict)  # kind -> path relative to the bundle
+    engines: list[dict[str, Any]] = field(default_factory=list)  # built engines (engine_cache records)
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics at export
+    provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint/split hashes, versions
+    export: dict[str, Any] = field(default_factory=dict)  # export settings
+    status: str = "unchecked"  # set by the parity gate
+    latency_only: bool = False  # True for freshly initialized (untrained) models
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["preprocessing"] = self.preprocessing.to_dict()
+        data["batch_range"] = list(self.batch_range)
+        return data
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _require(data: dict, key: str, kind: type | tuple, where: Path) -> Any:
+    if key not in data:
+        raise BundleError(f"{where}: manifest is missing the field '{key}'; re-export the bundle with `edge-bus export`")
+    value = data[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BundleError(f"{where}: manifest field '{key}' must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _tensor(data: Any, key: str, where: Path) -> TensorSpec:
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("shape"), list):
+        raise BundleError(f"{where}: manifest field '{key}' must be an object with 'name' and 'shape'")
+    return TensorSpec(name=data["name"], shape=list(data["shape"]), dtype=str(data.get("dtype", "float32")))
+
+
+def manifest_from_dict(data: dict[str, Any], where: Path = Path("manifest.json")) -> Manifest:
+    """Validate a manifest dict; every problem names the file and the field."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: manifest must be a JSON object")
+    version = _require(data, "schema_version", int, where)
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{where}: manifest schema_version {version} is not supported (this edge-bus reads {SCHEMA_VERSION}); "
+            "re-export the bundle with this version of edge-bus"
+        )
+    task = _require(data, "task", str, where)
+    if task not in TASKS:
+        raise BundleError(f"{where}: manifest field 'task' is '{task}', expected one of {list(TASKS)}")
+    classes = _require(data, "classes", list, where)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise BundleError(f"{where}: manifest field 'classes' must be a non-empty list of names")
+    try:
+        spec = PreprocessSpec.from_dict(_require(data, "preprocessing", dict, where))
+    except PreprocessError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    threshold = float(_require(data, "threshold", (int, float), where))
+    if not 0.0 < threshold < 1.0:
+        raise BundleError(f"{where}: manifest field 'threshold' must lie in (0, 1), got {threshold}")
+    batch_range = _require(data, "batch_range", list, where)
+    if len(batch_range) != 2 or not all(isinstance(b, int) and b >= 1 for b in batch_range) or batch_range[0] > batch_range[1]:
+        raise BundleError(f"{where}: manifest field 'batch_range' must be [min, max] with 1 <= min <= max")
+    status = _require(data, "status", str, where)
+    if status not in STATUSES:
+        raise BundleError(f"{where}: manifest field 'status' is '{status}', expected one of {list(STATUSES)}")
+    artifacts = _require(data, "artifacts", dict, where)
+    unknown = sorted(set(artifacts) - set(ARTIFACT_KINDS))
+    if unknown:
+        raise BundleError(f"{where}: manifest lists unknown artifact kinds {unknown}; known: {list(ARTIFACT_KINDS)}")
+    return Manifest(
+        task=task,
+        model=_require(data, "model", str, where),
+        classes=list(classes),
+        input=_tensor(data.get("input"), "input", where),
+        output=_tensor(data.get("output"), "output", where),
+        preprocessing=spec,
+        threshold=threshold,
+        batch_range=(batch_range[0], batch_range[1]),
+        artifacts=dict(artifacts),
+        engines=list(data.get("engines", [])),
+        metrics=dict(data.get("metrics", {})),
+        provenance=dict(data.get("provenance", {})),
+        export=dict(data.get("export", {})),
+        status=status,
+        latency_only=bool(data.get("latency_only", False)),
+        schema_version=version,
+    )
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    def artifact_path(self, kind: str) -> Path:
+        """Path of an artifact; BundleError naming the bundle and the fix when it is absent."""
+        rel = self.manifest.artifacts.get(kind)
+        if rel is None:
+            have = sorted(self.manifest.artifacts) or ["none"]
+            raise BundleError(
+                f"{self.root}: bundle has no '{kind}' artifact (it has: {', '.join(have)}); "
+                f"re-export with `edge-bus export ... --formats {kind}` or choose another backend"
+            )
+        path = self.root / rel
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the manifest but missing; re-export the bundle")
+        return path
+
+    def require_accepted(self, *, allow_rejected: bool = False) -> None:
+        if self.manifest.status == "rejected" and not allow_rejected:
+            raise BundleError(
+                f"{self.root}: bundle failed its parity gate (see {self.root / PARITY_NAME}); "
+                "fix the export or pass --allow-rejected to run it anyway"
+            )
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{p}: no manifest here; a bundle folder holds {MANIFEST_NAME} (see `edge-bus export`)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{p}: manifest is not valid JSON ({exc.msg} at line {exc.lineno}); re-export the bundle") from None
+    return manifest_from_dict(data, p)
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def open_bundle(path: str | Path) -> Bundle:
+    """Open a bundle folder (or its manifest.json) and validate the manifest."""
+    p = Path(path)
+    if p.is_file() and p.name == MANIFEST_NAME:
+        p = p.parent
+    if not p.exists():
+        raise BundleError(f"{p}: no such bundle folder")
+    if not p.is_dir():
+        raise BundleError(f"{p}: a bundle is a folder holding {MANIFEST_NAME}, not a file")
+    return Bundle(root=p, manifest=read_manifest(p / MANIFEST_NAME))

@@ -1,0 +1,51 @@
+"""What every command shares: one console, and user errors printed as one line with exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from edge_bus.errors import EdgeBusError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn EdgeBusError into `error: <message>` on stderr and exit code 2, without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgeBusError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=code)
+
+
+def torch_required(what: str) -> None:
+    """Exit with advice when torch is missing (the cart install has no torch)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        fail(f"{what} needs PyTorch, which is not installed here; install it with: pip install 'edge-bus[train]'")
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,1 @@
+"""BUSI data: indexing, duplicates, splits, THE preprocessing, augmentation, packing, phantoms."""

@@ -1,0 +1,1 @@
+"""Model registry: create(name, ...) builds any model of the roster (needs torch)."""

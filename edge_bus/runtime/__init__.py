@@ -1,0 +1,1 @@
+"""The cart runtime: sources -> pipeline -> backends -> postprocess -> sinks. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Training loop, losses, checkpoints and evaluation reports (needs torch)."""
