@@ -1,0 +1,73 @@
+"""The packed cache: the preprocessed split, exactly, and refusals of changed or foreign files."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_bus.data.busi import CLASSES, index_busi
+from edge_bus.data.pack import load_pack, pack_split
+from edge_bus.data.preprocess import read_image, resize_gray, resize_mask, to_gray
+from edge_bus.data.split import SPLITS, make_split
+from edge_bus.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def packed(synthetic_busi, tmp_path_factory):
+    manifest = make_split(index_busi(synthetic_busi), seed=0)
+    path = pack_split(manifest, synthetic_busi, tmp_path_factory.mktemp("pack") / "cache.npz", size=40)
+    return manifest, path
+
+
+def test_pack_holds_the_preprocessed_split(packed, synthetic_busi):
+    manifest, path = packed
+    pack = load_pack(path)
+    assert pack.classes == list(CLASSES)
+    assert pack.split_hash == manifest.hash and pack.dataset_sha256 == manifest.dataset_sha256
+    assert pack.spec.size == 40
+    for split in SPLITS:
+        part = pack.split(split)
+        items = manifest.items(split)
+        assert list(part.ids) == [it.id for it in items]
+        assert part.images.shape == part.masks.shape == (len(items), 40, 40)
+        assert part.images.dtype == part.masks.dtype == np.uint8 and part.labels.dtype == np.int64
+        np.testing.assert_array_equal(part.labels, [CLASSES.index(it.label) for it in items])
+        assert set(np.unique(part.masks)) <= {0, 1}
+    item = manifest.items("train")[0]
+    image = read_image(synthetic_busi / item.image)
+    union = np.zeros(image.shape, np.uint8)
+    for m in item.masks:
+        union |= read_image(synthetic_busi / m) > 0
+    train = pack.split("train")
+    np.testing.assert_array_equal(train.images[0], resize_gray(to_gray(image), 40))
+    np.testing.assert_array_equal(train.masks[0], resize_mask(union, 40))
+    normal = train.labels == CLASSES.index("normal")
+    assert not train.masks[normal].any() and train.masks[~normal].reshape((~normal).sum(), -1).any(axis=1).all()
+    with pytest.raises(DataError, match="no split"):
+        pack.split("holdout")
+
+
+def test_pack_refuses_changed_data(packed, synthetic_busi, tmp_path):
+    import shutil
+
+    manifest, _ = packed
+    copy = tmp_path / "busi"
+    shutil.copytree(synthetic_busi, copy)
+    target = copy / manifest.items("val")[0].image
+    image = cv2.imread(str(target))
+    cv2.imwrite(str(target), 255 - image)
+    with pytest.raises(DataError, match="changed"):
+        pack_split(manifest, copy, tmp_path / "c.npz", size=32)
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_load_pack_rejects_missing_corrupt_and_foreign_files(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_pack(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable"):
+        load_pack(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", meta=np.array(json.dumps({"format": "something-else"})))
+    with pytest.raises(DataError, match="not an edge-bus pack"):
+        load_pack(tmp_path / "other.npz")
