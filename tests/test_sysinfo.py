@@ -1,0 +1,198 @@
+"""Machine facts: every probe fails soft, Jetson/nvidia-smi parsing on canned inputs, and the checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_bus import sysinfo
+from edge_bus.sysinfo import (
+    capture_devices,
+    check_backend,
+    check_source,
+    cpu_info,
+    gpu_info,
+    jetson_info,
+    machine_info,
+    memory_info,
+    parse_opencv_build_info,
+    power_info,
+)
+
+ORIN_RELEASE = "# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64, DATE: Fri Jul 19 23:24:25 UTC 2024\n"
+
+
+def fake_jetson(root: Path) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/nv_tegra_release").write_text(ORIN_RELEASE)
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    (root / "proc/cpuinfo").write_text("processor\t: 0\nBogoMIPS\t: 62.50\nCPU part\t: 0xd42\n")
+    (root / "proc/meminfo").write_text("MemTotal:       32023320 kB\nMemFree: 1 kB\n")
+    return root
+
+
+def runner(outputs: dict[str, tuple[int, str] | None]):
+    calls = []
+
+    def run(cmd):
+        calls.append(cmd)
+        return outputs.get(cmd[0])
+
+    run.calls = calls
+    return run
+
+
+def test_jetson_facts_from_files(tmp_path):
+    root = fake_jetson(tmp_path)
+    jetson = jetson_info(root)
+    assert jetson == {"is_jetson": True, "model": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": "36.3.0"}
+    gpu = gpu_info(runner({}), jetson)  # no nvidia-smi on the Jetson: integrated GPU from the model table
+    assert gpu["available"] and gpu["compute_capability"] == "8.7" and gpu["source"] == "jetson"
+    assert memory_info(root)["total_gib"] == pytest.approx(30.5, abs=0.1)
+    assert cpu_info(root)["model"]  # falls back to the architecture when cpuinfo has no model name
+
+
+def test_not_a_jetson_says_why(tmp_path):
+    jetson = jetson_info(tmp_path)
+    assert jetson["is_jetson"] is False and "nv_tegra_release" in jetson["reason"]
+    assert power_info(jetson, runner({}))["reason"] == "not a Jetson"
+    gpu = gpu_info(runner({"nvidia-smi": None}), jetson)
+    assert gpu["available"] is False and gpu["reason"]
+    assert memory_info(tmp_path)["total_gib"] is None and "meminfo" in memory_info(tmp_path)["reason"]
+
+
+def test_nvpmodel_and_clocks_parsing(tmp_path):
+    jetson = jetson_info(fake_jetson(tmp_path))
+    run = runner({
+        "nvpmodel": (0, "NV Power Mode: MAXN\n0"),
+        "jetson_clocks": (0, "SOC family:tegra234  Machine:Jetson AGX Orin\ncpu0: Online=1 Governor=schedutil\n"
+                             "GPU MinFreq=306000000 MaxFreq=1300500000 CurrentFreq=1300500000\nEMC MinFreq=204000000"),
+    })  # fmt: skip
+    power = power_info(jetson, run)
+    assert power["nvpmodel"] == "MAXN" and power["nvpmodel_id"] == 0
+    assert power["clocks"][0].startswith("GPU MinFreq") and power["clocks"][1].startswith("EMC")
+    failed = power_info(jetson, runner({"nvpmodel": None, "jetson_clocks": (1, "must be run as root")}))
+    assert failed["nvpmodel"] is None and "not found" in failed["reason"] and "root" in failed["clocks_reason"]
+
+
+def test_nvidia_smi_parsing_and_old_driver_retry():
+    out = "NVIDIA H100 80GB HBM3, 550.54.15, 81559, 9.0\nNVIDIA H100 80GB HBM3, 550.54.15, 81559, 9.0"
+    gpu = gpu_info(runner({"nvidia-smi": (0, out)}), {"is_jetson": False})
+    assert (gpu["name"], gpu["driver"], gpu["memory_mib"], gpu["compute_capability"], gpu["count"]) == (
+        "NVIDIA H100 80GB HBM3", "550.54.15", 81559, "9.0", 2)  # fmt: skip
+
+    answers = iter([(2, "Field \"compute_cap\" is not a valid field to query."), (0, "Tesla T4, 470.1, 15109")])
+    old = gpu_info(lambda cmd: next(answers), {"is_jetson": False})
+    assert old["name"] == "Tesla T4" and old["compute_capability"] is None
+
+
+def test_opencv_build_info_parsing():
+    text = textwrap.dedent("""
+      Video I/O:
+        DC1394:                      NO
+        FFMPEG:                      YES
+          avcodec:                   YES (59.37.100)
+        GStreamer:                   YES (1.20.3)
+        v4l/v4l2:                    YES (linux/videodev2.h)
+    """)
+    assert parse_opencv_build_info(text) == {"gstreamer": True, "v4l2": True, "ffmpeg": True}
+    assert parse_opencv_build_info(text.replace("YES (1.20.3)", "NO")) == {"gstreamer": False, "v4l2": True, "ffmpeg": True}
+    assert parse_opencv_build_info("") == {"gstreamer": False, "v4l2": False, "ffmpeg": False}
+
+
+def test_capture_devices_with_names(tmp_path):
+    (tmp_path / "dev").mkdir()
+    for n, name, index in ((0, "USB3.0 Capture: USB3.0 Capture", "0"), (1, "USB3.0 Capture: USB3.0 Capture", "1"), (10, "x", "0")):
+        (tmp_path / f"dev/video{n}").write_text("")
+        sysdir = tmp_path / f"sys/class/video4linux/video{n}"
+        sysdir.mkdir(parents=True)
+        (sysdir / "name").write_text(name + "\n")
+        (sysdir / "index").write_text(index + "\n")
+    (tmp_path / "dev/edge-bus-capture").symlink_to("video0")
+    devices = capture_devices(tmp_path)
+    assert [d["path"] for d in devices] == ["/dev/video0", "/dev/video1", "/dev/video10", "/dev/edge-bus-capture"]
+    assert devices[0]["name"] == "USB3.0 Capture: USB3.0 Capture" and devices[1]["index"] == 1
+    assert devices[3]["target"] == "video0"
+    assert capture_devices(tmp_path / "empty") == []
+
+
+def facts(**over):
+    info = {
+        "gpu": {"available": False, "reason": "nvidia-smi not found"},
+        "jetson": {"is_jetson": False},
+        "tensorrt": {"version": None, "reason": "not installed"},
+        "onnxruntime": {"version": "1.20.0", "providers": ["CPUExecutionProvider"]},
+        "opencv": {"version": "4.10.0", "gstreamer": False, "v4l2": True, "ffmpeg": True},
+        "capture_devices": [],
+    }
+    info.update(over)
+    return info
+
+
+def test_backend_checks():
+    fail = check_backend(facts(), "tensorrt")
+    assert fail.failed and "--backend onnxruntime" in fail.advice and "TensorRT" in fail.detail
+    ok = check_backend(facts(gpu={"available": True, "name": "Orin"}, tensorrt={"version": "10.3.0"}), "tensorrt")
+    assert ok.status == "ok" and "10.3.0" in ok.detail
+    assert "auto -> onnxruntime" in check_backend(facts(), "auto").detail
+    cuda = check_backend(facts(), "onnxruntime", device="cuda")
+    assert cuda.failed and "onnxruntime-gpu" in cuda.advice
+    assert check_backend(facts(), "openvino").failed
+
+
+def test_source_checks(tmp_path):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/video2").write_text("")
+    info = facts(capture_devices=[{"path": "/dev/video2", "name": "Cam Link 4K"}])
+    missing = check_source(info, "v4l2:///dev/video0", tmp_path)
+    assert missing.failed and "no such device" in missing.detail and "/dev/video2 (Cam Link 4K)" in missing.advice
+    assert check_source(info, "v4l2:///dev/video2", tmp_path).status == "ok"
+    gst = check_source(info, "v4l2src device=/dev/video0 ! videoconvert ! appsink", tmp_path)
+    assert gst.failed and "JetPack" in gst.advice
+    assert check_source(facts(opencv={"version": "4.8", "gstreamer": True}), "videotestsrc ! appsink").status == "ok"
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0")
+    assert check_source(info, f"file://{clip}").status == "ok"
+    assert check_source(info, str(tmp_path / "nope.mp4")).failed
+    assert check_source(info, str(tmp_path / "*.mp4")).status == "ok"
+    assert check_source(info, "csi://0").failed  # not a Jetson
+    assert check_source(info, "rtsp://10.0.0.2/stream").status == "warn"
+    assert check_source(info, "synthetic://").status == "ok"
+    assert check_source(info, "ftp://x").failed
+
+
+def test_probes_fail_soft_when_commands_break(tmp_path):
+    def broken(cmd):
+        return (127, "")
+
+    info = machine_info(root=tmp_path, run=broken)
+    assert info["gpu"]["available"] is False and info["capture_devices"] == []
+    assert info["cpu"]["cores"] >= 1
+
+
+def test_run_command_missing_program_and_timeout():
+    assert sysinfo.run_command(["definitely-not-a-program-edge-bus"]) is None
+    assert sysinfo.run_command([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2) is None
+    assert sysinfo.run_command([sys.executable, "-c", "print('hi')"]) == (0, "hi")
+
+
+def test_machine_info_does_not_import_torch():
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch blocked")
+        sys.meta_path.insert(0, Block())
+        from edge_bus.sysinfo import machine_info
+        info = machine_info()
+        assert "torch" not in sys.modules and info["torch"]["version"] is None
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
