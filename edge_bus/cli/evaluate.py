@@ -1,9 +1,45 @@
-"""`edge-bus evaluate` (to be written)."""
+"""`edge-bus evaluate MODEL_FILE`: metrics, Markdown/JSON report and figures on one split."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from edge_bus.cli._common import console, torch_required, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the main app."""
+    @app.command("evaluate")
+    @user_errors
+    def evaluate_command(
+        checkpoint: Path = typer.Argument(..., help="best.pt checkpoint, classical.json or ensemble.json"),
+        split: str = typer.Option("test", "--split", help="train, val or test"),
+        pack: Optional[Path] = typer.Option(None, "--pack", help="packed cache .npz"),
+        data: Optional[Path] = typer.Option(None, "--data", help="BUSI-layout folder (to build a pack)"),
+        split_manifest: Optional[Path] = typer.Option(None, "--split-manifest", help="split manifest (to build a pack)"),
+        out: Path = typer.Option(..., "--out", help="report folder"),
+        device: str = typer.Option("cpu", "--device"),
+        batch_size: int = typer.Option(16, "--batch-size"),
+    ) -> None:
+        """Evaluate a trained model: report.json, report.md, confusion_matrix.png or overlays.png."""
+        torch_required("edge-bus evaluate")
+        from edge_bus.cli.train import resolve_pack
+        from edge_bus.training.evaluate import evaluate, load_any
+
+        out.mkdir(parents=True, exist_ok=True)
+        size = 256
+        if pack is None:
+            size = load_any(checkpoint).spec.size
+        pack_path = resolve_pack(pack, data, split_manifest, out, size)
+        report = evaluate(checkpoint, pack_path, out, split=split, device=device, batch_size=batch_size)
+        if report["task"] == "classification":
+            console.print(f"{report['model']} on {split}: weighted F1 {report['classification']['weighted_f1']:.4f}")
+        else:
+            seg = report["segmentation"]
+            console.print(
+                f"{report['model']} on {split}: mean IoU {seg['all_images']['iou']:.4f} (all images), "
+                f"{seg['lesion_only']['iou'] if seg['lesion_only']['iou'] is not None else float('nan'):.4f} (lesion only)"
+            )
+        console.print(f"report written to {out / 'report.md'}")

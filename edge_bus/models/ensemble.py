@@ -1,0 +1,177 @@
+"""Ensembles of segmenters: the mean of their lesion probabilities, or a weighted combination
+whose weights are chosen on the validation split (the study's "combined" approach, done properly:
+weights are fitted on val, reported on test).
+
+`EnsembleSegmenter` is an nn.Module returning logits like any segmenter (logit of the combined
+probability), so it exports and runs like one network.
+
+File format (`save_ensemble` / `load_ensemble`), JSON next to (or pointing at) the members:
+    {"format": "edge-bus-ensemble", "version": 1, "model": "ensemble", "task": "segmentation",
+     "mode": "weighted" | "mean", "members": ["unet/best.pt", ...],   # relative to this file
+     "weights": [0.5, 0.3, 0.2], "threshold": 0.5, "preprocessing": {spec dict},
+     "classes": [...], "split_hash": "...", "metrics": {"val": {"mean": .., "weighted": ..}}}
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_bus.data.preprocess import PreprocessSpec
+from edge_bus.errors import CheckpointError
+from edge_bus.metrics import iou_per_image
+
+FORMAT = "edge-bus-ensemble"
+VERSION = 1
+_EPS = 1e-6
+
+
+class EnsembleSegmenter(nn.Module):
+    """sum_i w_i * sigmoid(member_i(x)), returned as a logit (N, 1, H, W)."""
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        w = torch.full((len(members),), 1.0 / len(members)) if weights is None else torch.tensor(list(weights), dtype=torch.float32)
+        if w.numel() != len(members) or (w < 0).any() or float(w.sum()) <= 0:
+            raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers with a positive sum, got {list(weights or [])}")
+        self.register_buffer("weights", w / w.sum())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = sum(w * torch.sigmoid(m(x)) for w, m in zip(self.weights, self.members))
+        return torch.logit(prob.clamp(_EPS, 1 - _EPS))
+
+
+def _simplex(n: int, step: float) -> list[tuple[float, ...]]:
+    ticks = int(round(1 / step))
+    return [
+        tuple(c / ticks for c in combo)
+        for combo in itertools.product(range(ticks + 1), repeat=n)
+        if sum(combo) == ticks
+    ]
+
+
+def choose_weights(
+    member_probs: np.ndarray, gts: np.ndarray, *, threshold: float = 0.5, step: float = 0.1
+) -> dict[str, Any]:
+    """Pick member weights on validation data by mean IoU over all images.
+
+    `member_probs`: (M, N, H, W) probabilities; `gts`: (N, H, W) masks. The plain mean is always a
+    candidate, so the chosen weights score at least as well as it on this data.
+    Returns {"weights", "iou_weighted", "iou_mean"}.
+    """
+    probs = np.asarray(member_probs, dtype=np.float32)
+    m = probs.shape[0]
+    if m < 2:
+        raise ValueError(f"choose_weights needs at least 2 members, got {m}")
+    gts = np.asarray(gts) != 0
+
+    def score(w: Sequence[float]) -> float:
+        combined = np.tensordot(np.asarray(w, dtype=np.float32), probs, axes=1)
+        return float(iou_per_image(combined > threshold, gts).mean())
+
+    mean_w = tuple([1.0 / m] * m)
+    best_w, best = mean_w, score(mean_w)
+    mean_score = best
+    for w in _simplex(m, step):
+        s = score(w)
+        if s > best + 1e-12:
+            best_w, best = w, s
+    return {"weights": [float(x) for x in best_w], "iou_weighted": best, "iou_mean": mean_score}
+
+
+@dataclass
+class EnsembleModel:
+    path: Path | None
+    members: list[Path]
+    weights: list[float]
+    mode: str
+    preprocessing: PreprocessSpec
+    classes: list[str]
+    threshold: float = 0.5
+    split_hash: str = ""
+    dataset_sha256: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model: str = "ensemble"
+    task: str = "segmentation"
+
+    def build_model(self) -> EnsembleSegmenter:
+        """Load every member checkpoint and combine them (eval mode, CPU)."""
+        from edge_bus.training.checkpoint import load_checkpoint
+
+        nets = []
+        for member in self.members:
+            ckpt = load_checkpoint(member)
+            if ckpt.task != "segmentation":
+                raise CheckpointError(f"{member}: ensemble members must be segmenters, this is a {ckpt.task} model")
+            if ckpt.preprocessing != self.preprocessing:
+                raise CheckpointError(
+                    f"{member}: preprocessing {ckpt.preprocessing.to_dict()} differs from the ensemble's "
+                    f"{self.preprocessing.to_dict()}; members must be trained at the same resolution"
+                )
+            nets.append(ckpt.build_model())
+        weights = self.weights if self.mode == "weighted" else None
+        return EnsembleSegmenter(nets, weights).eval()
+
+
+def save_ensemble(path: str | Path, model: EnsembleModel) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    members = [os.path.relpath(Path(m).resolve(), p.parent.resolve()) for m in model.members]
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": "ensemble",
+        "task": "segmentation",
+        "mode": model.mode,
+        "members": members,
+        "weights": list(model.weights),
+        "threshold": model.threshold,
+        "preprocessing": model.preprocessing.to_dict(),
+        "classes": list(model.classes),
+        "split_hash": model.split_hash,
+        "dataset_sha256": model.dataset_sha256,
+        "metrics": model.metrics,
+    }
+    p.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return p
+
+
+def load_ensemble(path: str | Path, data: dict | None = None) -> EnsembleModel:
+    p = Path(path)
+    if data is None:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{p}: not a readable ensemble file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise CheckpointError(f"{p}: not an {FORMAT} v{VERSION} file (write one with `edge-bus train ensemble`)")
+    try:
+        members = [p.parent / m for m in data["members"]]
+        mode = data["mode"]
+        if mode not in ("mean", "weighted"):
+            raise ValueError(f"mode must be 'mean' or 'weighted', got {mode!r}")
+        return EnsembleModel(
+            path=p,
+            members=members,
+            weights=[float(w) for w in data["weights"]],
+            mode=mode,
+            preprocessing=PreprocessSpec.from_dict(data["preprocessing"]),
+            classes=list(data.get("classes", [])),
+            threshold=float(data.get("threshold", 0.5)),
+            split_hash=data.get("split_hash", ""),
+            dataset_sha256=data.get("dataset_sha256", ""),
+            metrics=data.get("metrics", {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{p}: invalid ensemble file: {exc}") from None

@@ -1,0 +1,112 @@
+"""Pretrained and local weights: torchvision's ImageNet weights adapted to one gray channel, and
+state dicts from local files.
+
+Gray input: instead of copying the image into three channels at run time, the first convolution's
+ImageNet kernel is summed over its three input channels. A gray image copied to RGB gives exactly
+the same response, at a third of the first layer's cost.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from edge_bus.errors import CheckpointError
+
+
+def single_channel_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A copy of `conv` taking one input channel, its kernel summed over the input channels."""
+    new = nn.Conv2d(
+        1,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=1,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def imagenet_state_dict(weights_name: str) -> dict[str, torch.Tensor]:
+    """torchvision weights (e.g. "VGG19_Weights.IMAGENET1K_V1") as a state dict.
+
+    Uses the torch hub cache; offline and not cached, raises CheckpointError naming the file and
+    the folder to put it in.
+    """
+    from torchvision.models import get_weight
+
+    weights = get_weight(weights_name)
+    filename = os.path.basename(weights.url)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+    except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "get the file"
+        raise CheckpointError(
+            f"could not load ImageNet weights {weights_name} ({type(exc).__name__}: {exc}). "
+            f"Without internet, download {weights.url} elsewhere and place it as {cache / filename} "
+            f"(the torch hub cache; set TORCH_HOME to move it), or train without --weights"
+        ) from None
+
+
+def adapt_first_conv(state: dict[str, torch.Tensor], key: str) -> dict[str, torch.Tensor]:
+    """Sum the 3-channel kernel `key` over its input channels, in a copy of `state`."""
+    state = dict(state)
+    if key not in state:
+        raise CheckpointError(f"pretrained weights have no first convolution '{key}'")
+    state[key] = state[key].sum(dim=1, keepdim=True)
+    return state
+
+
+def load_pretrained(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    first_conv: str,
+    skip_prefixes: Iterable[str] = (),
+    rename: tuple[str, str] | None = None,
+) -> None:
+    """Load ImageNet `state` into `model`: adapt `first_conv`, drop keys under `skip_prefixes`
+    (the replaced head), optionally rename a key prefix; every remaining model key must be filled."""
+    skip = tuple(skip_prefixes)
+    if rename is not None:
+        old, new = rename
+        state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(skip)} if skip else dict(state)
+    state = adapt_first_conv(state, first_conv)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own}
+    missing = [k for k in own if k not in state and not k.startswith(skip) and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise CheckpointError(f"pretrained weights do not cover {len(missing)} parameters, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+
+
+def load_init(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a local state dict (a raw state dict or an edge-bus checkpoint) into `model`."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such file (--init expects a state dict saved with torch.save)")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{p}: not a readable state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{p}: expected a state dict (names -> tensors) or an edge-bus checkpoint")
+    try:
+        model.load_state_dict(data, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise CheckpointError(f"{p}: state dict does not fit this model: {' '.join(first)}") from None

@@ -1,0 +1,68 @@
+"""Fitting the roster members that are not trained by gradient descent: the classical baseline
+(parameter search on the train split) and the ensemble (weights chosen on the val split)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from edge_bus.data.pack import load_pack
+from edge_bus.errors import CheckpointError, ConfigError
+from edge_bus.models.classical import ClassicalModel, fit_classical, save_classical
+from edge_bus.models.ensemble import EnsembleModel, choose_weights, save_ensemble
+from edge_bus.training.checkpoint import load_checkpoint
+from edge_bus.training.data import spec_at, split_arrays
+from edge_bus.training.predict import predict_arrays, task_metrics
+
+CLASSICAL_NAME = "classical.json"
+ENSEMBLE_NAME = "ensemble.json"
+
+
+def fit_classical_pack(pack_path: Path, out: Path, resolution: int | None = None, progress: bool = True) -> Path:
+    """Search the classical baseline's parameters on the train split; report val; write out/classical.json."""
+    pack = load_pack(pack_path)
+    spec = spec_at(pack, resolution)
+    train = split_arrays(pack, "train", spec.size)
+    val = split_arrays(pack, "val", spec.size)
+    segmenter, search = fit_classical(train.images, train.masks, progress=progress)
+    metrics = {"train": task_metrics("segmentation", segmenter.predict_batch(train.images), train, pack.classes)}
+    if len(val):
+        metrics["val"] = task_metrics("segmentation", segmenter.predict_batch(val.images), val, pack.classes)
+    model = ClassicalModel(
+        path=None, segmenter=segmenter, preprocessing=spec, classes=pack.classes, split_hash=pack.split_hash,
+        dataset_sha256=pack.dataset_sha256, metrics=metrics,
+        train={"search": "grid on train, mean IoU all images", "resolution": spec.size, "top": search[:5], "pack": str(pack_path)},
+    )
+    return save_classical(Path(out) / CLASSICAL_NAME, model)
+
+
+def fit_ensemble(
+    members: Sequence[Path], pack_path: Path, out: Path, *, device: str = "cpu", step: float = 0.1, batch_size: int = 8
+) -> Path:
+    """Choose member weights on the val split; write out/ensemble.json (mode "weighted")."""
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 --member checkpoints, got {len(members)}")
+    ckpts = [load_checkpoint(m) for m in members]
+    for c in ckpts:
+        if c.task != "segmentation":
+            raise CheckpointError(f"{c.path}: ensemble members must be segmenters, this is a {c.task} model")
+    spec = ckpts[0].preprocessing
+    for c in ckpts[1:]:
+        if c.preprocessing != spec:
+            raise CheckpointError(f"{c.path}: trained at {c.preprocessing.size} px, {ckpts[0].path} at {spec.size}; members must match")
+    pack = load_pack(pack_path)
+    if pack.split_hash != ckpts[0].split_hash:
+        raise ConfigError(f"{pack_path}: pack split {pack.split_hash[:12]} differs from the members' split {ckpts[0].split_hash[:12]}")
+    val = split_arrays(pack, "val", spec.size)
+    dev = torch.device(device)
+    probs = np.stack([predict_arrays(c.build_model().to(dev), val.images, spec, dev, batch_size) for c in ckpts])
+    choice = choose_weights(probs, val.masks, step=step)
+    model = EnsembleModel(
+        path=None, members=[c.path for c in ckpts], weights=choice["weights"], mode="weighted", preprocessing=spec,
+        classes=ckpts[0].classes, split_hash=pack.split_hash, dataset_sha256=pack.dataset_sha256,
+        metrics={"val": {"iou_all_images_weighted": choice["iou_weighted"], "iou_all_images_mean": choice["iou_mean"]}},
+    )
+    return save_ensemble(Path(out) / ENSEMBLE_NAME, model)

@@ -1,0 +1,131 @@
+"""Checkpoints: a torch.save'd dict of plain types and tensors, loaded with weights_only=True.
+
+    {"format": "edge-bus-checkpoint", "version": 1, "model": "vgg19", "model_kwargs": {...},
+     "task": "classification", "classes": [...], "preprocessing": {spec dict}, "threshold": 0.5,
+     "state_dict": {...}, "split_hash": "...", "dataset_sha256": "...", "metrics": {"val": {...}},
+     "train": {"epochs": .., "device": "cpu", "resolution": 256, ...},
+     "versions": {"torch": ..., "edge_bus": ...}}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_bus.data.preprocess import PreprocessSpec
+from edge_bus.errors import CheckpointError, PreprocessError
+
+FORMAT = "edge-bus-checkpoint"
+VERSION = 1
+REQUIRED = ("model", "task", "classes", "preprocessing", "state_dict")
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    from edge_bus import __version__ as edge_bus_version
+
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "edge_bus": str(edge_bus_version)}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel / DataParallel wrappers."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def save_checkpoint(path: str | os.PathLike, network: nn.Module, /, **fields: Any) -> Path:
+    """Write `network`'s state dict with `fields` (model=<name>, task, classes, preprocessing, ...)
+    atomically. The first two parameters are positional-only so that `model=` names the model."""
+    missing = [k for k in REQUIRED if k != "state_dict" and k not in fields]
+    if missing:
+        raise CheckpointError(f"{path}: cannot save a checkpoint without {missing}")
+    preprocessing = fields["preprocessing"]
+    if isinstance(preprocessing, PreprocessSpec):
+        fields["preprocessing"] = preprocessing.to_dict()
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_kwargs": {},
+        "threshold": 0.5,
+        "split_hash": "",
+        "dataset_sha256": "",
+        "metrics": {},
+        "train": {},
+        "versions": _versions(),
+    }
+    data.update(fields)
+    data["classes"] = list(data["classes"])
+    data["state_dict"] = {k: v.detach().cpu() for k, v in unwrap(network).state_dict().items()}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save(data, tmp)
+    tmp.replace(p)
+    return p
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: str
+    task: str
+    classes: list[str]
+    preprocessing: PreprocessSpec
+    state_dict: dict[str, torch.Tensor]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    threshold: float = 0.5
+    split_hash: str = ""
+    dataset_sha256: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def build_model(self) -> nn.Module:
+        """The network with these weights, on the CPU, in eval mode."""
+        from edge_bus.models import create
+
+        num_classes = len(self.classes) if self.task == "classification" else None
+        try:
+            model = create(self.model, num_classes=num_classes, **self.model_kwargs)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{self.path}: cannot build model {self.model!r} with {self.model_kwargs}: {exc}") from None
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            head = " ".join(str(exc).splitlines()[:2])
+            raise CheckpointError(f"{self.path}: weights do not fit model {self.model!r}: {head}") from None
+        return model.eval()
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint safely; CheckpointError naming the file when it is missing, corrupt or unknown."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file (train one with `edge-bus train`)")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{p}: not a readable edge-bus checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "the file is corrupt or was not written by edge-bus"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{p}: unknown checkpoint format {found!r}; expected {FORMAT!r} written by `edge-bus train`")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {data.get('version')!r} is not supported (this edge-bus reads {VERSION})")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise CheckpointError(f"{p}: checkpoint lacks the fields {missing}")
+    try:
+        spec = PreprocessSpec.from_dict(data["preprocessing"])
+    except (PreprocessError, TypeError) as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
+    known = set(Checkpoint.__dataclass_fields__) - {"path", "preprocessing"}
+    kwargs = {k: v for k, v in data.items() if k in known}
+    return Checkpoint(path=p, preprocessing=spec, **kwargs)

@@ -1,0 +1,182 @@
+"""Evaluation reports: any roster model (checkpoint .pt, classical .json, ensemble .json) on one
+split of a pack -> report.json, report.md and figures (confusion matrix for classifiers, a grid
+of the best and worst overlays for segmenters)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_bus.data.pack import load_pack
+from edge_bus.errors import CheckpointError, ConfigError
+from edge_bus.training.data import SplitArrays, split_arrays
+
+
+@dataclass
+class LoadedModel:
+    """What evaluation needs of any roster model."""
+
+    name: str
+    task: str
+    classes: list[str]
+    spec: Any  # PreprocessSpec
+    threshold: float
+    split_hash: str
+    predict: Callable[[np.ndarray], np.ndarray]  # uint8 (N,S,S) -> logits (N,C) or probabilities (N,S,S)
+    source: Path
+
+
+def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> LoadedModel:
+    """Open a checkpoint (.pt), a classical-baseline or an ensemble file (.json), by content."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such model file (a .pt checkpoint, classical.json or ensemble.json)")
+    if p.suffix == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{p}: not valid JSON ({exc})") from None
+        kind = data.get("format") if isinstance(data, dict) else None
+        if kind == "edge-bus-classical":
+            from edge_bus.models.classical import load_classical
+
+            m = load_classical(p, data)
+            return LoadedModel("classical", "segmentation", m.classes, m.preprocessing, 0.5, m.split_hash,
+                               lambda images: m.segmenter.predict_batch(images).astype(np.float32), p)
+        if kind == "edge-bus-ensemble":
+            from edge_bus.models.ensemble import load_ensemble
+
+            e = load_ensemble(p, data)
+            return _torch_model(f"ensemble ({e.mode})", "segmentation", e.classes, e.preprocessing, e.threshold,
+                                e.split_hash, e.build_model(), p, device, batch_size)
+        raise CheckpointError(f"{p}: unknown model file format {kind!r}; expected edge-bus-classical or edge-bus-ensemble")
+    from edge_bus.training.checkpoint import load_checkpoint
+
+    c = load_checkpoint(p)
+    return _torch_model(c.model, c.task, c.classes, c.preprocessing, c.threshold, c.split_hash, c.build_model(), p, device, batch_size)
+
+
+def _torch_model(name, task, classes, spec, threshold, split_hash, model, path, device, batch_size) -> LoadedModel:
+    import torch
+
+    from edge_bus.training.distributed import resolve_device
+    from edge_bus.training.predict import predict_arrays
+
+    dev = resolve_device(device)
+    model = model.to(dev)
+    return LoadedModel(name, task, classes, spec, threshold, split_hash,
+                       lambda images: predict_arrays(model, images, spec, dev, batch_size), path)
+
+
+def evaluate(
+    model_path: str | Path, pack_path: str | Path, out: str | Path, *, split: str = "test", device: str = "cpu",
+    batch_size: int = 16, n_overlays: int = 4,
+) -> dict[str, Any]:
+    """Evaluate on `split`; write report.json, report.md and figures into `out`; return the report."""
+    from edge_bus.metrics import classification_report, segmentation_report
+
+    loaded = load_any(model_path, device, batch_size)
+    pack = load_pack(pack_path)
+    if loaded.split_hash and pack.split_hash != loaded.split_hash:
+        raise ConfigError(
+            f"{pack_path}: this pack was built from split {pack.split_hash[:12]}, the model was trained on split "
+            f"{loaded.split_hash[:12]}; evaluate with the pack of the training split"
+        )
+    arrays = split_arrays(pack, split, loaded.spec.size)
+    if len(arrays) == 0:
+        raise ConfigError(f"{pack_path}: split {split!r} is empty")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = loaded.predict(arrays.images)
+    report: dict[str, Any] = {
+        "model": loaded.name, "task": loaded.task, "source": str(loaded.source), "split": split, "n": len(arrays),
+        "resolution": loaded.spec.size, "split_hash": pack.split_hash, "pack": str(pack_path),
+    }
+    figures: dict[str, str] = {}
+    if loaded.task == "classification":
+        cls = classification_report(arrays.labels, outputs.argmax(axis=1), loaded.classes)
+        report["classification"] = cls
+        from edge_bus.plots import plot_confusion_matrix
+
+        figures["confusion_matrix"] = str(plot_confusion_matrix(
+            np.asarray(cls["confusion_matrix"]), loaded.classes, out / "confusion_matrix.png", title=f"{loaded.name} ({split})"
+        ))
+    else:
+        masks = outputs > loaded.threshold
+        seg = segmentation_report(masks, arrays.masks, arrays.labels, loaded.classes)
+        report["segmentation"] = {k: v for k, v in seg.items() if k != "per_image"}
+        report["segmentation"]["per_image"] = [
+            {"id": i, "iou": a, "dice": b} for i, a, b in zip(arrays.ids, seg["per_image"]["iou"], seg["per_image"]["dice"])
+        ]
+        figures["overlays"] = str(plot_overlays(arrays, masks, np.asarray(seg["per_image"]["iou"]), out / "overlays.png", n_overlays))
+    report["figures"] = figures
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(markdown_report(report), encoding="utf-8")
+    return report
+
+
+def plot_overlays(arrays: SplitArrays, preds: np.ndarray, ious: np.ndarray, path: Path, n: int = 4) -> Path:
+    """Two rows: the `n` best and `n` worst images by IoU; ground truth green, prediction red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(ious, kind="stable")
+    n = max(1, min(n, len(order)))
+    rows = {"best": order[::-1][:n], "worst": order[:n]}
+    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.2), squeeze=False)
+    for r, (title, idx) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(idx):
+                continue
+            i = int(idx[c])
+            rgb = np.repeat(arrays.images[i][..., None], 3, axis=2).astype(np.float32) / 255.0
+            rgb[arrays.masks[i] > 0] = 0.6 * rgb[arrays.masks[i] > 0] + 0.4 * np.array([0, 1, 0])
+            rgb[preds[i] > 0] = 0.6 * rgb[preds[i] > 0] + 0.4 * np.array([1, 0, 0])
+            ax.imshow(rgb)
+            ax.set_title(f"{title}: IoU {ious[i]:.2f}\n{arrays.ids[i]}", fontsize=7)
+    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    lines = [f"# Evaluation of {report['model']} on the {report['split']} split", "",
+             f"- model file: `{report['source']}`", f"- images: {report['n']} at {report['resolution']} px",
+             f"- split hash: `{report['split_hash'][:16]}`", ""]
+    if "classification" in report:
+        cls = report["classification"]
+        lines += [f"**Weighted F1: {_fmt(cls['weighted_f1'])}**, accuracy {_fmt(cls['accuracy'])}, macro F1 {_fmt(cls['macro_f1'])}", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for name, row in cls["per_class"].items():
+            lines.append(f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} | {row['support']} |")
+        lines += ["", "Confusion matrix (rows: truth, columns: prediction):", "",
+                  "| | " + " | ".join(cls["classes"]) + " |", "|---" * (len(cls["classes"]) + 1) + "|"]
+        for name, row in zip(cls["classes"], cls["confusion_matrix"]):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    else:
+        seg = report["segmentation"]
+        lines += ["| images | n | mean IoU | mean Dice |", "|---|---|---|---|"]
+        for key in ("all_images", "lesion_only", "empty_only"):
+            s = seg[key]
+            lines.append(f"| {key.replace('_', ' ')} | {s['n']} | {_fmt(s['iou'])} | {_fmt(s['dice'])} |")
+        for name, s in seg.get("per_class", {}).items():
+            lines.append(f"| class {name} | {s['n']} | {_fmt(s['iou'])} | {_fmt(s['dice'])} |")
+        lines += ["", f"Empty-mask rule: {seg['empty_mask_rule']}."]
+    for name, path in report.get("figures", {}).items():
+        lines += ["", f"![{name}]({Path(path).name})"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,297 @@
+"""The training loop: AdamW + one-cycle schedule, class-weighted cross-entropy or BCE + Dice,
+AMP on CUDA, early stopping on the validation metric, resumable, DDP under torchrun.
+
+Files in `out`: best.pt (checkpoint of the best validation epoch, see checkpoint.py),
+last_state.pt (model, optimizer, scheduler, scaler, epoch, RNG: what --resume needs) and
+history.json (per-epoch loss and validation metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from edge_bus.data.augment import Augmenter
+from edge_bus.data.pack import load_pack
+from edge_bus.errors import CheckpointError, ConfigError
+from edge_bus.models import create, model_task
+from edge_bus.models.registry import NON_NETWORK_MODELS
+from edge_bus.training import distributed
+from edge_bus.training.checkpoint import save_checkpoint, unwrap
+from edge_bus.training.data import PackDataset, class_weights, spec_at, split_arrays
+from edge_bus.training.losses import make_loss
+from edge_bus.training.predict import predict_arrays, task_metrics
+
+BEST_NAME = "best.pt"
+LAST_STATE_NAME = "last_state.pt"
+HISTORY_NAME = "history.json"
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    pack: Path
+    out: Path
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    resolution: int | None = None  # None: the pack's size
+    device: str = "auto"
+    seed: int = 0
+    weights: str | None = None
+    init: str | None = None
+    resume: bool = False
+    patience: int = 10  # epochs without validation improvement before stopping
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    augment: bool = True
+    num_workers: int = 0
+    progress: bool = True
+    # Stop after this many epochs in this invocation (time-boxed or preemptible jobs); the run
+    # continues with resume=True. Not part of the resumable settings.
+    max_epochs_this_run: int | None = None
+
+    def check(self) -> None:
+        if self.model in NON_NETWORK_MODELS:
+            raise ConfigError(f"'{self.model}' is fitted, not trained by this loop; use `edge-bus train {self.model}`")
+        try:
+            model_task(self.model)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    best_checkpoint: Path
+    last_state: Path
+    history: list[dict[str, Any]]
+    best_score: float
+    best_epoch: int
+    stopped_early: bool
+
+
+def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a resumed run must share with the original one."""
+    keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "resolution", "seed", "model_kwargs")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    cfg.check()
+    info, device = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, info, device)
+    finally:
+        distributed.teardown(info)
+
+
+def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pack = load_pack(cfg.pack)
+    spec = spec_at(pack, cfg.resolution)
+    task = model_task(cfg.model)
+    classes = pack.classes
+    train_arrays = split_arrays(pack, "train", spec.size)
+    val_arrays = split_arrays(pack, "val", spec.size)
+    if len(train_arrays) == 0 or len(val_arrays) == 0:
+        raise ConfigError(f"{cfg.pack}: training needs non-empty train and val splits ({len(train_arrays)}, {len(val_arrays)})")
+
+    num_classes = len(classes) if task == "classification" else None
+    model = create(cfg.model, num_classes=num_classes, weights=cfg.weights, init=cfg.init, **cfg.model_kwargs).to(device)
+    net = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    dataset = PackDataset(train_arrays, spec, Augmenter() if cfg.augment else None, seed=cfg.seed)
+    per_step = cfg.batch_size * info.world_size
+    drop_last = len(dataset) > per_step  # BatchNorm cannot train on a last batch of one sample
+    sampler = (
+        DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=drop_last)
+        if info.enabled
+        else None
+    )
+    generator = torch.Generator()
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=cfg.num_workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = max(len(loader), 1)
+    weights = class_weights(train_arrays.labels, len(classes)).to(device) if task == "classification" else None
+    criterion = make_loss(task, weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+    )
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, start_epoch, stale = -math.inf, -1, 0, 0
+    last_state = out / LAST_STATE_NAME
+    best_path = out / BEST_NAME
+    if cfg.resume:
+        state = _load_state(last_state, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best_score, best_epoch, stale = state["epoch"] + 1, state["best_score"], state["best_epoch"], state["stale"]
+        history = json.loads(state["history"])
+
+    train_info = {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "world_size": info.world_size,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "optimizer": "AdamW",
+        "schedule": "one-cycle",
+        "device": device.type,
+        "amp": amp,
+        "resolution": spec.size,
+        "seed": cfg.seed,
+        "weights": cfg.weights,
+        "init": cfg.init,
+        "augment": cfg.augment,
+        "pack": str(cfg.pack),
+    }
+    progress = _progress(cfg.progress and info.is_main)
+    stopped_early = False
+    with progress:
+        bar = progress.add_task(f"{cfg.model}", total=(cfg.epochs - start_epoch) * steps_per_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            dataset.set_epoch(epoch)
+            generator.manual_seed(cfg.seed * 100003 + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            net.train()
+            total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+            for x, y, label in loader:
+                x, y, label = x.to(device, non_blocking=True), y.to(device, non_blocking=True), label.to(device)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                    logits = net(x)
+                    loss = criterion(logits.float(), label if task == "classification" else y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total += loss.detach() * len(x)
+                count += len(x)
+                progress.update(bar, advance=1, description=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}")
+            if info.enabled:
+                torch.distributed.all_reduce(total)
+                torch.distributed.all_reduce(count)
+            train_loss = float(total / count.clamp(min=1))
+            # Every rank validates the whole (small) val split: identical weights give identical
+            # scores, so all ranks take the same early-stopping decision without communicating.
+            outputs = predict_arrays(model, val_arrays.images, spec, device, batch_size=max(cfg.batch_size, 8))
+            val = task_metrics(task, outputs, val_arrays, classes)
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val": val, "lr": scheduler.get_last_lr()[0],
+                      "seconds": round(time.perf_counter() - started, 3)}
+            history.append(record)
+            improved = val["score"] > best_score
+            if improved:
+                best_score, best_epoch, stale = val["score"], epoch + 1, 0
+            else:
+                stale += 1
+            if info.is_main:
+                if improved:
+                    save_checkpoint(
+                        best_path, model, model=cfg.model, model_kwargs=dict(cfg.model_kwargs), task=task, classes=classes,
+                        preprocessing=spec, threshold=0.5, split_hash=pack.split_hash, dataset_sha256=pack.dataset_sha256,
+                        metrics={"val": val}, train={**train_info, "best_epoch": epoch + 1, "epochs_run": epoch + 1},
+                    )
+                _save_state(last_state, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history)
+                (out / HISTORY_NAME).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+                progress.console.log(
+                    f"epoch {epoch + 1}: loss {train_loss:.4f}, val score {val['score']:.4f}" + (" (best)" if improved else "")
+                )
+            distributed.barrier(info)
+            if stale >= cfg.patience:
+                stopped_early = True
+                break
+            if cfg.max_epochs_this_run is not None and epoch + 1 - start_epoch >= cfg.max_epochs_this_run:
+                break
+    return TrainResult(best_path, last_state, history, best_score, best_epoch, stopped_early)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history) -> None:
+    state = {
+        "format": "edge-bus-train-state",
+        "version": 1,
+        "config": json.dumps(_resumable_config(cfg), sort_keys=True),
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "best_score": best_score,
+        "best_epoch": best_epoch,
+        "stale": stale,
+        "history": json.dumps(history),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: nothing to resume from (no last-state file); train without --resume first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: last-state file is corrupt ({type(exc).__name__}); train without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != "edge-bus-train-state":
+        raise CheckpointError(f"{path}: not an edge-bus last-state file")
+    saved = json.loads(state["config"])
+    now = json.loads(json.dumps(_resumable_config(cfg), sort_keys=True))
+    diff = sorted(k for k in now if saved.get(k) != now[k])
+    if diff:
+        raise ConfigError(
+            f"{path}: --resume needs the original settings; these differ: "
+            + ", ".join(f"{k} (was {saved.get(k)!r}, now {now[k]!r})" for k in diff)
+        )
+    return state
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    data = asdict(cfg)
+    data["pack"], data["out"] = str(cfg.pack), str(cfg.out)
+    return data

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_bus.errors import CheckpointError  # noqa: E402
+from edge_bus.models import create  # noqa: E402
+from edge_bus.models.weights import single_channel_conv  # noqa: E402
+
+
+def test_imagenet_offline_names_the_file_and_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(CheckpointError) as info:
+        create("resnet50", weights="imagenet")
+    message = str(info.value)
+    filename = calls[0].rsplit("/", 1)[-1]
+    assert filename.endswith(".pth") and filename in message
+    assert str(tmp_path / "hub") in message and "checkpoints" in message
+
+
+def test_imagenet_weights_load_with_summed_first_conv(monkeypatch):
+    """With the file 'cached' (faked), ImageNet weights load and conv1 is the channel sum."""
+    from torchvision.models import resnet50
+
+    source = resnet50(weights=None).state_dict()
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: source)
+    model = create("resnet50", weights="imagenet", num_classes=3)
+    torch.testing.assert_close(model.conv1.weight, source["conv1.weight"].sum(1, keepdim=True))
+    torch.testing.assert_close(model.layer4[0].conv1.weight, source["layer4.0.conv1.weight"])
+    assert model.fc.out_features == 3
+
+
+def test_single_channel_conv_equals_gray_copied_to_rgb():
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+    gray = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(single_channel_conv(conv)(gray), conv(gray.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_init_loads_a_state_dict(tmp_path):
+    torch.manual_seed(1)
+    source = create("unet", width=4)
+    path = tmp_path / "init.pt"
+    torch.save(source.state_dict(), path)
+    torch.manual_seed(2)
+    model = create("unet", width=4, init=str(path))
+    for (name, a), b in zip(model.state_dict().items(), source.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_init_wrong_model_or_file(tmp_path):
+    path = tmp_path / "init.pt"
+    torch.save(create("unet", width=4).state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        create("unet", width=8, init=str(path))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        create("unet", width=4, init=str(bad))
