@@ -1,0 +1,285 @@
+"""TensorRT engine cache: which engine file fits this machine, and which ones are stale.
+
+No torch and no tensorrt at import time (the runtime reads this on carts; tests run it on machines
+without a GPU). An engine is only valid for the ONNX file it was built from, the TensorRT version
+that built it, the GPU model and compute capability it was built on, and its precision. All five
+go into the cache key, as jetson-inference's tensorNet.cpp puts device and precision into its
+engine cache file name:
+
+    engines/<model>-<precision>-<key[:16]>.engine     the serialized engine
+    engines/<model>-<precision>-<key[:16]>.json       its record (EngineRecord, below)
+
+`lookup()` answers "fresh" (load it), "stale" (an engine for this precision exists but was built for
+another ONNX/TensorRT/GPU: rebuild it, never load it) or "missing".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_bus.errors import BackendError, BundleError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINES_DIR = "engines"
+KEY_FIELDS = ("onnx_sha256", "trt_version", "gpu_name", "compute_capability", "precision")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks (ONNX files of VGG-19 are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_precision(precision: str) -> str:
+    p = precision.lower()
+    if p not in PRECISIONS:
+        raise BundleError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
+    return p
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an engine is tied to besides its ONNX file: TensorRT version and GPU."""
+
+    trt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7"
+
+    def describe(self) -> str:
+        return f"TensorRT {self.trt_version} on {self.gpu_name} (compute {self.compute_capability})"
+
+
+def engine_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: str, precision: str) -> str:
+    """The cache key: SHA-256 over the five things an engine depends on (stable across runs)."""
+    payload = json.dumps(
+        {
+            "onnx_sha256": onnx_sha256,
+            "trt_version": str(trt_version),
+            "gpu_name": str(gpu_name).strip(),
+            "compute_capability": str(compute_capability),
+            "precision": check_precision(precision),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def engine_filename(model: str, precision: str, key: str) -> str:
+    """Engine path relative to the bundle: engines/<model>-<precision>-<key[:16]>.engine."""
+    return f"{ENGINES_DIR}/{_safe(model)}-{check_precision(precision)}-{key[:16]}.engine"
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    return Path(engine_path).with_suffix(".json")
+
+
+@dataclass
+class EngineRecord:
+    """What is known about one built engine; written next to it and into manifest['engines']."""
+
+    path: str  # relative to the bundle root
+    key: str
+    onnx_sha256: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    batch_range: list[int] = field(default_factory=lambda: [1, 1])
+    input_size: int = 256
+    workspace_bytes: int | None = None
+    build_seconds: float | None = None
+    built_at: str | None = None
+    calibration: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def target(self) -> Target:
+        return Target(self.trt_version, self.gpu_name, self.compute_capability)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str | Path = "engine record") -> "EngineRecord":
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: engine record must be a JSON object; rebuild with `edge-bus export build-engine`")
+        missing = [f for f in ("path", "key", *KEY_FIELDS) if f not in data]
+        if missing:
+            raise BundleError(
+                f"{where}: engine record lacks {missing}; rebuild the engine with `edge-bus export build-engine BUNDLE`"
+            )
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def expected_key(self) -> str:
+        return engine_key(self.onnx_sha256, self.trt_version, self.gpu_name, self.compute_capability, self.precision)
+
+
+def make_record(
+    model: str, onnx_sha256: str, target: Target, precision: str, **extra: Any
+) -> EngineRecord:
+    key = engine_key(onnx_sha256, target.trt_version, target.gpu_name, target.compute_capability, precision)
+    return EngineRecord(
+        path=engine_filename(model, precision, key),
+        key=key,
+        onnx_sha256=onnx_sha256,
+        trt_version=target.trt_version,
+        gpu_name=target.gpu_name,
+        compute_capability=target.compute_capability,
+        precision=check_precision(precision),
+        **extra,
+    )
+
+
+def write_record(record: EngineRecord, bundle_root: str | Path) -> Path:
+    path = sidecar_path(Path(bundle_root) / record.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_record(path: str | Path) -> EngineRecord:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{p}: engine record not found; rebuild with `edge-bus export build-engine`") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(
+            f"{p}: engine record is not valid JSON ({exc.msg}); delete it and run `edge-bus export build-engine`"
+        ) from None
+    return EngineRecord.from_dict(data, p)
+
+
+def bundle_records(bundle_root: str | Path, manifest_engines: list[dict] | None = None) -> list[EngineRecord]:
+    """Every engine record of a bundle: sidecars in engines/ plus manifest entries (deduplicated by path)."""
+    root = Path(bundle_root)
+    records: dict[str, EngineRecord] = {}
+    for entry in manifest_engines or []:
+        rec = EngineRecord.from_dict(entry, root / "manifest.json")
+        records[rec.path] = rec
+    folder = root / ENGINES_DIR
+    if folder.is_dir():
+        for sidecar in sorted(folder.glob("*.json")):
+            if sidecar.name.endswith(".timing.json"):
+                continue
+            rec = read_record(sidecar)
+            records[rec.path] = rec
+    return list(records.values())
+
+
+def mismatches(record: EngineRecord, onnx_sha256: str, target: Target) -> list[str]:
+    """Why `record` does not fit (empty when it fits), in words for the user."""
+    reasons = []
+    if record.onnx_sha256 != onnx_sha256:
+        reasons.append(f"built from another model.onnx (sha256 {record.onnx_sha256[:12]}, now {onnx_sha256[:12]})")
+    if str(record.trt_version) != str(target.trt_version):
+        reasons.append(f"built with TensorRT {record.trt_version}, this machine has {target.trt_version}")
+    if record.gpu_name.strip() != target.gpu_name.strip():
+        reasons.append(f"built on GPU '{record.gpu_name}', this machine has '{target.gpu_name}'")
+    if str(record.compute_capability) != str(target.compute_capability):
+        reasons.append(
+            f"built for compute capability {record.compute_capability}, this GPU is {target.compute_capability}"
+        )
+    if not reasons and record.key != record.expected_key():
+        reasons.append("its record was edited (key does not match its fields)")
+    return reasons
+
+
+@dataclass
+class Lookup:
+    status: str  # "fresh" | "stale" | "missing"
+    precision: str
+    record: EngineRecord | None = None  # the fresh engine, or the closest stale one
+    reasons: list[str] = field(default_factory=list)
+    expected_path: str | None = None  # where a fresh engine for this machine goes
+
+    def message(self, bundle_root: str | Path) -> str:
+        fix = f"run `edge-bus export build-engine {bundle_root} --precision {self.precision}` on this machine"
+        if self.status == "stale" and self.record is not None:
+            return f"{Path(bundle_root) / self.record.path}: stale {self.precision} engine ({'; '.join(self.reasons)}); {fix}"
+        if self.status == "missing":
+            return f"{bundle_root}: no {self.precision} TensorRT engine in {ENGINES_DIR}/; {fix}"
+        return f"{Path(bundle_root) / self.record.path}: fresh" if self.record else "fresh"
+
+
+def lookup(
+    bundle_root: str | Path,
+    *,
+    model: str,
+    onnx_sha256: str,
+    target: Target,
+    precision: str,
+    records: list[EngineRecord] | None = None,
+) -> Lookup:
+    """Find the engine for (onnx, TensorRT, GPU, precision); a fresh record's file must exist."""
+    precision = check_precision(precision)
+    root = Path(bundle_root)
+    if records is None:
+        records = bundle_records(root)
+    key = engine_key(onnx_sha256, target.trt_version, target.gpu_name, target.compute_capability, precision)
+    expected = engine_filename(model, precision, key)
+    same_precision = [r for r in records if r.precision == precision]
+    for rec in same_precision:
+        if rec.key == key and not mismatches(rec, onnx_sha256, target):
+            if (root / rec.path).is_file():
+                return Lookup("fresh", precision, rec, [], expected)
+    if same_precision:
+        best = min(same_precision, key=lambda r: len(mismatches(r, onnx_sha256, target)))
+        reasons = mismatches(best, onnx_sha256, target) or [f"engine file {best.path} is missing"]
+        return Lookup("stale", precision, best, reasons, expected)
+    return Lookup("missing", precision, None, [], expected)
+
+
+def current_target() -> Target:
+    """This machine's TensorRT version and GPU; BackendError when tensorrt or a GPU is missing."""
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+    except ImportError:
+        raise BackendError(
+            "TensorRT is not installed here (on a Jetson it comes with JetPack: python3-libnvinfer; on a PC: "
+            "pip install tensorrt cuda-python); build engines on the target with `edge-bus export build-engine BUNDLE`, "
+            "or run with --backend onnxruntime"
+        ) from None
+    name, cc = gpu_identity()
+    return Target(trt_version=str(trt.__version__), gpu_name=name, compute_capability=cc)
+
+
+def cudart_module():
+    """cuda-python's runtime module under its new (cuda.bindings) or old (cuda.cudart) name."""
+    try:
+        from cuda.bindings import runtime as cudart  # noqa: PLC0415
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore  # noqa: PLC0415
+        except ImportError:
+            raise BackendError(
+                "cuda-python is not installed here; install it with: pip install 'edge-bus[tensorrt]' (cuda-python)"
+            ) from None
+    return cudart
+
+
+def gpu_identity(device: int = 0) -> tuple[str, str]:
+    """(GPU name, "major.minor") of CUDA device `device` via cuda-python."""
+    cudart = cudart_module()
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        raise BackendError(f"no CUDA GPU visible here ({err}); TensorRT needs one; use --backend onnxruntime")
+    if device >= count:
+        raise BackendError(f"CUDA device {device} does not exist (this machine has {count})")
+    err, props = cudart.cudaGetDeviceProperties(device)
+    if int(err) != 0:
+        raise BackendError(f"cannot read the properties of CUDA device {device} ({err})")
+    name = props.name.decode("utf-8", "replace") if isinstance(props.name, bytes) else str(props.name)
+    return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"

@@ -1,0 +1,101 @@
+"""Image sets for the parity gate and INT8 calibration: a pack, a BUSI folder, or phantoms.
+
+Every set is uint8 (N, S, S) images (= resize_gray(to_gray(img))), uint8 {0,1} masks and labels
+(-1 when unknown), so that `normalize` (THE preprocessing) turns them into model inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_bus.data.preprocess import PreprocessSpec, normalize
+from edge_bus.errors import DataError
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # uint8 (N, S, S)
+    masks: np.ndarray  # uint8 (N, S, S) in {0, 1}
+    labels: np.ndarray  # int64 (N,), -1 when unknown
+    source: str  # e.g. "pack:/x/busi.npz[val]", "phantoms(seed=1)"
+
+    def inputs(self, spec: PreprocessSpec) -> np.ndarray:
+        return normalize(self.images, spec)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def describe(self) -> dict:
+        return {"source": self.source, "images": len(self)}
+
+
+def _resize_set(images, masks, size):
+    from edge_bus.data.preprocess import resize_gray, resize_mask  # noqa: PLC0415
+
+    if images.shape[-1] == size:
+        return images, masks
+    return (np.stack([resize_gray(i, size) for i in images]), np.stack([resize_mask(m, size) for m in masks]))
+
+
+def _pick(n_total: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n_total)[: min(n, n_total)])
+
+
+def from_pack(path: str | Path, split: str, n: int, size: int, seed: int = 0) -> ImageSet:
+    from edge_bus.data.pack import load_pack  # noqa: PLC0415
+
+    part = load_pack(path).split(split)
+    if len(part.images) == 0:
+        raise DataError(f"{path}: split '{split}' of this pack is empty; pass another --pack or omit it")
+    idx = _pick(len(part.images), n, seed)
+    images, masks = _resize_set(part.images[idx], part.masks[idx], size)
+    return ImageSet(images, masks, np.asarray(part.labels)[idx].astype(np.int64), f"pack:{path}[{split}]")
+
+
+def from_busi(root: str | Path, split: str, n: int, size: int, seed: int = 0) -> ImageSet:
+    """From a BUSI folder without a split manifest: a seeded pick; 'train' and 'val' picks are disjoint."""
+    from edge_bus.data.busi import CLASSES, index_busi, load_sample  # noqa: PLC0415
+
+    samples = sorted(index_busi(root).samples, key=lambda s: s.id)
+    if not samples:
+        raise DataError(f"{root}: no BUSI images found; pass a BUSI-layout folder to --data")
+    order = np.random.default_rng(seed).permutation(len(samples))
+    half = len(samples) // 2
+    chosen = order[:half] if split == "train" else order[half:]
+    chosen = np.sort(chosen[:n])
+    images, masks, labels = [], [], []
+    for i in chosen:
+        img, mask = load_sample(samples[i], size)
+        images.append(img)
+        masks.append(mask)
+        labels.append(CLASSES.index(samples[i].label) if samples[i].label in CLASSES else -1)
+    return ImageSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), f"busi:{root}[{split}-half]")
+
+
+def from_phantoms(n: int, size: int, seed: int = 0) -> ImageSet:
+    from edge_bus.data.synthetic import phantom_frame  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    kinds = ("benign", "malignant", False)  # class index = position in CLASSES
+    images, masks = [], []
+    for i in range(n):
+        img, mask = phantom_frame(rng, size=(size, size), lesion=kinds[i % 3])
+        images.append(img)
+        masks.append((np.asarray(mask) > 0).astype(np.uint8))
+    labels = np.arange(n, dtype=np.int64) % 3
+    return ImageSet(np.stack(images), np.stack(masks), labels, f"phantoms(seed={seed})")
+
+
+def image_set(
+    *, pack: str | Path | None, data: str | Path | None, split: str, n: int, size: int, seed: int = 0
+) -> ImageSet:
+    """Parity uses split='val', INT8 calibration split='train'."""
+    if pack:
+        return from_pack(pack, split, n, size, seed)
+    if data:
+        return from_busi(data, split, n, size, seed)
+    return from_phantoms(n, size, seed=seed + (1000 if split == "train" else 0))

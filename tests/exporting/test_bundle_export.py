@@ -1,0 +1,134 @@
+"""export_bundle end to end on tiny models: manifest, parity gate (passes faithful, fails perturbed)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edge_bus.bundle import open_bundle, read_manifest
+from edge_bus.errors import BundleError
+from edge_bus.exporting import export_bundle, fresh_bundle, verify_bundle
+from export_models import DarkSegmenter, TinyClassifier, source
+
+
+@pytest.fixture(scope="module")
+def seg_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg") / "bundle"
+    result = export_bundle(source(DarkSegmenter(), "segmentation"), root,
+                           formats="onnx,torchscript,tensorrt", batch_range="1:4",
+                           parity_images=12, calibration_images=12)
+    return result
+
+
+def test_faithful_export_is_accepted_with_a_valid_manifest(seg_bundle):
+    root = seg_bundle.root
+    bundle = open_bundle(root)
+    m = bundle.manifest
+    assert m.status == "accepted" and seg_bundle.passed
+    assert set(m.artifacts) == {"onnx", "torchscript"}
+    for kind in m.artifacts:
+        assert bundle.artifact_path(kind).is_file()
+    assert (root / "engines").is_dir()
+    assert m.input.shape == ["batch", 1, 64, 64] and m.output.name == "logits"
+    assert m.export["onnx_sha256"] and m.export["batch_range"] == [1, 4]
+    assert "onnxruntime" in m.provenance["export_versions"]
+    parity = json.loads((root / "parity.json").read_text())
+    kinds = {r["artifact"]: r for r in parity["artifacts"]}
+    assert kinds["onnx"]["mean_iou_vs_reference"] > 0.999
+    assert kinds["onnx"]["iou_vs_ground_truth_reference"] > 0.1  # the gate saw real lesions, not empty masks
+
+
+def test_int8_onnx_has_its_own_gate(seg_bundle, tmp_path):
+    result = export_bundle(source(DarkSegmenter(), "segmentation"), tmp_path / "int8", formats="onnx,onnx_int8",
+                           parity_images=12, calibration_images=12)
+    m = open_bundle(result.root).manifest
+    assert m.artifacts["onnx_int8"] == "model.int8.onnx"
+    assert m.export["calibration"]["source"].startswith("phantoms")
+    rec = {r["artifact"]: r for r in result.parity["artifacts"]}["onnx_int8"]
+    assert rec["precision"] == "int8" and rec["thresholds"]["max_abs_iou_change"] == 0.01
+    assert rec["mean_iou_vs_reference"] > 0.9  # quantized, yet close to the FP32 masks
+    within = rec["mean_iou_vs_reference"] >= 0.98 and abs(rec["iou_change"]) <= 0.01
+    assert rec["passed"] == within
+    assert m.status == ("accepted" if within else "rejected")
+
+
+def test_missing_tensorrt_still_writes_bundle_and_says_how_to_build(seg_bundle):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt present")
+    except ImportError:
+        pass
+    text = " ".join(seg_bundle.messages)
+    assert f"edge-bus export build-engine {seg_bundle.root}" in text
+    assert "skipped" in seg_bundle.manifest.export["tensorrt"]
+
+
+def test_perturbed_onnx_fails_the_gate_and_marks_bundle_rejected(seg_bundle, tmp_path):
+    import shutil
+
+    root = tmp_path / "b"
+    shutil.copytree(seg_bundle.root, root)
+    model = onnx.load(str(root / "model.onnx"))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size > 1:
+            init.CopyFrom(numpy_helper.from_array(arr + rng.normal(0, 0.3, arr.shape).astype(np.float32), init.name))
+    onnx.save(model, str(root / "model.onnx"))
+    report = verify_bundle(root)
+    onnx_rec = next(r for r in report["artifacts"] if r["artifact"] == "onnx")
+    assert not onnx_rec["passed"] and not report["passed"]
+    assert read_manifest(root / "manifest.json").status == "rejected"
+    with pytest.raises(BundleError, match="parity gate"):
+        open_bundle(root).require_accepted()
+    open_bundle(root).require_accepted(allow_rejected=True)
+
+
+def test_classifier_gate_passes_faithful_and_fails_against_noisy_model(tmp_path):
+    import torch
+
+    src = source(TinyClassifier(), "classification")
+    ok = export_bundle(src, tmp_path / "ok", formats="onnx", parity_images=9)
+    rec = ok.parity["artifacts"][0]
+    assert ok.passed and rec["top1_agreement"] == 1.0 and rec["max_prob_diff"] < 1e-4
+    # The same export judged against a reference model with noise added must fail.
+    noisy = TinyClassifier().eval()
+    noisy.load_state_dict(src.model.state_dict())
+    with torch.no_grad():
+        for p in noisy.parameters():
+            p.add_(torch.randn_like(p) * 2.0)
+    from edge_bus.exporting import parity as P
+    from edge_bus.exporting.to_torchscript import run_torch
+
+    ref = P.load_reference(tmp_path / "ok" / "parity_reference.npz")
+    from edge_bus.data.preprocess import normalize
+
+    bad = P.compare(ref, run_torch(noisy, normalize(ref.images, src.spec)), artifact="onnx")
+    assert not bad["passed"] and bad["top1_agreement"] < 0.99
+
+
+def test_fresh_bundle_is_unchecked_latency_only(tmp_path):
+    result = fresh_bundle("unet", tmp_path / "fresh", size=64, model_kwargs={"width": 4, "depth": 2})
+    m = open_bundle(tmp_path / "fresh").manifest
+    assert m.status == "unchecked" and m.latency_only and m.model == "unet"
+    assert result.parity["artifacts"][0]["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        (lambda d: d.pop("task"), "missing the field 'task'"),
+        (lambda d: d.update(threshold="high"), "'threshold' must be"),
+        (lambda d: d.update(artifacts={"onnx": "model.onnx", "tflite": "x"}), "unknown artifact kinds"),
+    ],
+)
+def test_manifest_missing_or_wrong_field_names_file_and_field(seg_bundle, tmp_path, edit, words):
+    data = json.loads((seg_bundle.root / "manifest.json").read_text())
+    edit(data)
+    bad = tmp_path / "manifest.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(BundleError) as info:
+        read_manifest(bad)
+    assert str(bad) in str(info.value) and words in str(info.value)

@@ -1,0 +1,121 @@
+"""Engine cache keys and stale detection, with fake TensorRT versions and GPUs (no tensorrt here)."""
+
+import json
+
+import pytest
+
+from edge_bus import engine_cache as ec
+from edge_bus.errors import BackendError, BundleError
+
+ORIN = ec.Target("10.3.0", "Orin", "8.7")
+SHA = "a" * 64
+
+
+def test_key_is_stable_and_depends_on_every_field():
+    base = ec.engine_key(SHA, "10.3.0", "Orin", "8.7", "fp16")
+    assert base == ec.engine_key(SHA, "10.3.0", "Orin", "8.7", "FP16")
+    variants = [
+        ec.engine_key("b" * 64, "10.3.0", "Orin", "8.7", "fp16"),
+        ec.engine_key(SHA, "10.4.0", "Orin", "8.7", "fp16"),
+        ec.engine_key(SHA, "10.3.0", "NVIDIA H100", "8.7", "fp16"),
+        ec.engine_key(SHA, "10.3.0", "Orin", "9.0", "fp16"),
+        ec.engine_key(SHA, "10.3.0", "Orin", "8.7", "int8"),
+    ]
+    assert len({base, *variants}) == 6
+
+
+def test_engine_filename_follows_the_contract():
+    key = ec.engine_key(SHA, "10.3.0", "Orin", "8.7", "fp16")
+    assert ec.engine_filename("unet vgg19", "fp16", key) == f"engines/unet_vgg19-fp16-{key[:16]}.engine"
+    with pytest.raises(BundleError, match="unknown precision"):
+        ec.engine_filename("m", "fp8", key)
+
+
+def _built(tmp_path, target=ORIN, precision="fp16", sha=SHA):
+    rec = ec.make_record("unet", sha, target, precision, batch_range=[1, 8], input_size=64)
+    (tmp_path / rec.path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rec.path).write_bytes(b"engine")
+    ec.write_record(rec, tmp_path)
+    return rec
+
+
+def test_lookup_fresh_missing_and_precision(tmp_path):
+    assert ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="fp16").status == "missing"
+    rec = _built(tmp_path)
+    found = ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="fp16")
+    assert found.status == "fresh" and found.record.path == rec.path
+    assert ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="int8").status == "missing"
+
+
+@pytest.mark.parametrize(
+    "target,sha,words",
+    [
+        (ec.Target("10.4.1", "Orin", "8.7"), SHA, "TensorRT 10.3.0"),
+        (ec.Target("10.3.0", "NVIDIA RTX A2000", "8.6"), SHA, "GPU 'Orin'"),
+        (ORIN, "c" * 64, "another model.onnx"),
+    ],
+)
+def test_engine_from_another_trt_gpu_or_onnx_is_stale(tmp_path, target, sha, words):
+    rec = _built(tmp_path)
+    found = ec.lookup(tmp_path, model="unet", onnx_sha256=sha, target=target, precision="fp16")
+    assert found.status == "stale"
+    msg = found.message(tmp_path)
+    assert words in msg
+    assert str(tmp_path / rec.path) in msg
+    assert f"edge-bus export build-engine {tmp_path} --precision fp16" in msg
+    assert found.expected_path != rec.path  # a rebuild goes to a new file name
+
+
+def test_edited_record_is_stale_and_missing_engine_file_is_stale(tmp_path):
+    rec = _built(tmp_path)
+    side = ec.sidecar_path(tmp_path / rec.path)
+    data = json.loads(side.read_text())
+    data["key"] = "0" * 64
+    side.write_text(json.dumps(data))
+    assert ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="fp16").status == "stale"
+    side.unlink()
+    rec2 = _built(tmp_path)
+    (tmp_path / rec2.path).unlink()
+    found = ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="fp16")
+    assert found.status == "stale" and "missing" in found.reasons[0]
+
+
+def test_bad_engine_record_names_the_file(tmp_path):
+    (tmp_path / "engines").mkdir()
+    bad = tmp_path / "engines" / "unet-fp16-0000.json"
+    bad.write_text("{not json")
+    with pytest.raises(BundleError, match="unet-fp16-0000.json.*build-engine"):
+        ec.bundle_records(tmp_path)
+    bad.write_text(json.dumps({"path": "engines/x.engine"}))
+    with pytest.raises(BundleError, match="lacks"):
+        ec.bundle_records(tmp_path)
+
+
+def test_tensorrt_backend_refuses_stale_engine(tmp_path, monkeypatch):
+    """open_tensorrt finds the engine via engine_cache and refuses a stale one with the fix."""
+    from edge_bus.bundle import Bundle, Manifest, TensorSpec
+    from edge_bus.data.preprocess import PreprocessSpec
+    from edge_bus.runtime.backends import BackendOptions, tensorrt as trt_backend
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    _built(tmp_path, target=ec.Target("10.0.1", "Orin", "8.7"), sha=ec.file_sha256(onnx))
+    manifest = Manifest(task="segmentation", model="unet", classes=["lesion"], input=TensorSpec("input", ["batch", 1, 64, 64]),
+                        output=TensorSpec("logits", ["batch", 1, 64, 64]), preprocessing=PreprocessSpec(size=64),
+                        artifacts={"onnx": "model.onnx"}, status="accepted")
+    monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
+    with pytest.raises(BackendError) as info:
+        trt_backend.open_tensorrt(Bundle(tmp_path, manifest), BackendOptions(precision="fp16"))
+    msg = str(info.value)
+    assert "TensorRT 10.0.1" in msg and "10.3.0" in msg and "edge-bus export build-engine" in msg
+
+
+def test_without_tensorrt_backend_raises_backend_error(tmp_path):
+    pytest.importorskip("pytest")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(BackendError, match="TensorRT is not installed"):
+        ec.current_target()
