@@ -1,0 +1,107 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider, whichever this install offers.
+
+Providers are chosen from `onnxruntime.get_available_providers()`: device "cpu" -> CPU only;
+"cuda"/"cuda:N" -> CUDA then CPU; "auto" -> TensorRT EP, CUDA, CPU (in that order, where present).
+`precision="int8"` runs the bundle's `onnx_int8` artifact; "fp16" asks the TensorRT EP for FP16.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge_bus.bundle import Bundle, TensorSpec
+from edge_bus.errors import BackendError
+from edge_bus.runtime.backends._common import artifact, check_bundle, check_input, max_batch, run_split
+from edge_bus.runtime.backends.base import BackendOptions
+
+
+def choose_providers(available: list[str], device: str, precision: str, cache_dir: Path | None = None) -> list:
+    """Provider list (names or (name, options)) for `device` from what is available."""
+    device = device.lower()
+    cuda_id = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
+    providers: list = []
+    if device == "cpu":
+        pass
+    elif device == "auto" or device.startswith("cuda"):
+        if device == "auto" and "TensorrtExecutionProvider" in available:
+            trt = {"device_id": cuda_id, "trt_fp16_enable": precision == "fp16", "trt_int8_enable": False}
+            if cache_dir is not None:
+                trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+            providers.append(("TensorrtExecutionProvider", trt))
+        if "CUDAExecutionProvider" in available:
+            providers.append(("CUDAExecutionProvider", {"device_id": cuda_id}))
+        elif device.startswith("cuda"):
+            raise BackendError(
+                f"device '{device}' asked, but this onnxruntime has no CUDAExecutionProvider (it has {', '.join(available)}); "
+                "install onnxruntime-gpu or use --device cpu"
+            )
+    else:
+        raise BackendError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N")
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, session, bundle: Bundle, limit: int) -> None:
+        self._session = session
+        self.bundle = bundle
+        self.limit = limit
+        self.size = bundle.manifest.preprocessing.size
+        self.name = f"onnxruntime[{session.get_providers()[0]}]"
+        self.inputs = [TensorSpec(i.name, list(i.shape), "float32") for i in session.get_inputs()]
+        self.outputs = [TensorSpec(o.name, list(o.shape), "float32") for o in session.get_outputs()]
+        self._input_name = self.inputs[0].name
+        self._output_names = [o.name for o in self.outputs]
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self._session.run(self._output_names, {self._input_name: batch})
+        return dict(zip(self._output_names, values))
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        check_input(batch, self.size, self.name)
+        return run_split(self._run, batch, self.limit)
+
+    def close(self) -> None:
+        self._session = None
+
+
+def open_onnxruntime(bundle: Bundle, options: BackendOptions) -> OnnxRuntimeBackend:
+    check_bundle(bundle, options)
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime (or onnxruntime-gpu)") from None
+    kind = "onnx_int8" if options.precision == "int8" else "onnx"
+    path = artifact(bundle, kind, "onnxruntime")
+    providers = choose_providers(ort.get_available_providers(), options.device, options.precision, bundle.root / "engines")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if options.threads:
+        so.intra_op_num_threads = int(options.threads)
+    # Idle intra-op threads spin by default; on a small CPU that burns the cores the pipeline's
+    # decode/preprocess threads need. EDGE_BUS_ORT_SPIN=1 restores spinning.
+    if os.environ.get("EDGE_BUS_ORT_SPIN", "0") != "1":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(path, sess_options=so, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BackendError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0]}); re-export the bundle") from None
+    backend = OnnxRuntimeBackend(session, bundle, max_batch(bundle, options))
+    _check_fits(backend, bundle, path)
+    return backend
+
+
+def _check_fits(backend: OnnxRuntimeBackend, bundle: Bundle, path: str) -> None:
+    """The model's input must be (N, 1, S, S) with S from the manifest's preprocessing."""
+    shape = backend.inputs[0].shape
+    size = bundle.manifest.preprocessing.size
+    fixed = [d for d in shape[1:] if isinstance(d, int)]
+    if len(shape) != 4 or (len(fixed) == 3 and fixed != [1, size, size]):
+        raise BackendError(
+            f"{path}: model input {backend.inputs[0].name} has shape {shape} but the manifest says (N, 1, {size}, {size}); "
+            "the bundle does not fit its own manifest, re-export it"
+        )

@@ -1,0 +1,474 @@
+"""The streaming pipeline: capture -> bounded queue -> batcher/preprocess -> backend -> postprocess -> sinks.
+
+Four threads overlap the work so that decoding, preprocessing, postprocessing and writing hide
+behind inference (OpenCV and the backends release the GIL):
+
+    capture     source.read(); live sources keep the newest frames (drops counted), files block
+    prepare     dynamic batch, ROI crop, validation (bad frames counted), preprocess_batch into a
+                pool of reused buffers (one per distinct preprocessing spec)
+    infer       every model on the batch (a backend splits batches above its bundle's maximum)
+    post        postprocess each frame, write every sink, count
+
+`Pipeline.run()` returns the summary. Ctrl-C (or `stop()`) stops capturing, drains the queues,
+flushes every sink and returns the summary; a second Ctrl-C abandons the drain. A live source that
+disappears is reopened with exponential backoff; when it does not come back the run ends cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from edge_bus.data.preprocess import PreprocessSpec, preprocess_batch, to_gray
+from edge_bus.errors import EdgeBusError, PreprocessError, SourceError
+from edge_bus.runtime.backends import BackendOptions
+from edge_bus.runtime.batcher import END, Batcher, FrameQueue
+from edge_bus.runtime.frames import Frame, FrameResult
+from edge_bus.runtime.models import LoadedModel, load_model
+from edge_bus.runtime.postprocess import classify, region_of, segment
+from edge_bus.runtime.roi import Roi, find_roi, parse_roi
+from edge_bus.runtime.sinks import Sink, make_sinks
+from edge_bus.runtime.sources import Source, VideoFileSource, open_source
+from edge_bus.runtime.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05  # how often blocked stages look at the stop/abort events
+POOL_SLOTS = 3  # preprocessed batches in flight: one being filled, one queued, one in inference
+ROI_FRAMES = 10  # frames looked at by roi="auto"
+
+
+def _spec_key(spec: PreprocessSpec) -> str:
+    return json.dumps(spec.to_dict(), sort_keys=True)
+
+
+class Pipeline:
+    """Run one RunConfig. `source`, `models` and `sinks` may be given (tests, benchmarks)."""
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        source: Source | None = None,
+        models: list[LoadedModel] | None = None,
+        sinks: list[Sink] | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_interval_s: float = 0.5,
+        drain_timeout_s: float = 60.0,
+        roi_frames: int = ROI_FRAMES,
+        threads: int | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.models = models
+        self.sinks = sinks
+        self.on_progress = on_progress
+        self.progress_interval_s = progress_interval_s
+        self.drain_timeout_s = drain_timeout_s
+        self.roi_frames = roi_frames
+        self.threads = threads
+        self.stats = RunStats()
+        self.roi: Roi | None = None
+        self._owned: list[Any] = []  # things this pipeline opened and must close
+        self._stop = threading.Event()  # graceful: stop capturing, drain, flush
+        self._abort = threading.Event()  # hard: every stage leaves now
+        self._failure: BaseException | None = None
+        self._bad_logged = 0
+
+    # -- control ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop capturing; what is queued is still processed and every sink is flushed."""
+        if not self.stats.ended_because:
+            self.stats.ended_because = "stopped"
+        self._stop.set()
+
+    def abort(self) -> None:
+        self._stop.set()
+        self._abort.set()
+
+    # -- opening ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open what was not given: models first (fail fast on bad bundles), then the source, then sinks."""
+        if getattr(self, "_opened", False):
+            return
+        try:
+            self._open_all()
+        except BaseException:
+            self._close_owned()
+            raise
+
+    def _open_all(self) -> None:
+        cfg = self.config
+        self._roi_setting = parse_roi(getattr(cfg, "roi", "none"))
+        if self.models is None:
+            options = BackendOptions(device=cfg.device, precision=cfg.precision, allow_rejected=cfg.allow_rejected,
+                                     threads=self.threads)
+            self.models = []
+            for role in ("classifier", "segmenter"):
+                path = getattr(cfg, role)
+                if path:
+                    model = load_model(role, path, cfg.backend, options)
+                    self.models.append(model)
+                    self._owned.append(model)
+        if not self.models:
+            raise EdgeBusError("no model to run: give a classifier and/or a segmenter bundle")
+        if self.source is None:
+            self.source = open_source(cfg.source, width=cfg.width, height=cfg.height, fps=cfg.fps,
+                                      pixel_format=cfg.pixel_format)
+            self._owned.append(self.source)
+        if self.sinks is None:
+            fps = self.source.fps if isinstance(self.source, VideoFileSource) else (cfg.fps or 25.0)
+            self.sinks = make_sinks(list(cfg.sinks), cfg.out, fps=fps)
+        self.stats.source = self.source.uri
+        self.stats.backend = ", ".join(f"{m.role}={m.backend.name}" for m in self.models)
+        self._specs = {}
+        for m in self.models:
+            self._specs.setdefault(_spec_key(m.manifest.preprocessing), m.manifest.preprocessing)
+        self._frames_q = FrameQueue(max(1, int(cfg.queue_size)))
+        self._infer_q: queue.Queue = queue.Queue(maxsize=2)
+        self._post_q: queue.Queue = queue.Queue(maxsize=2)
+        self._free: queue.Queue = queue.Queue()
+        batch = max(1, int(cfg.batch))
+        for _ in range(POOL_SLOTS):
+            self._free.put({k: np.empty((batch, 1, s.size, s.size), np.float32) for k, s in self._specs.items()})
+        self._opened = True
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run to the end of the source, max_frames, stop() or Ctrl-C; return the summary."""
+        health = None
+        try:
+            self.open()
+            cfg = self.config
+            if getattr(cfg, "health_file", None) or getattr(cfg, "health_port", None):
+                from edge_bus.runtime.health import HealthReporter
+
+                health = HealthReporter(cfg.health_file, cfg.health_interval_s, http_port=getattr(cfg, "health_port", None))
+            stages = [
+                threading.Thread(target=self._guard, args=(self._capture,), name="edge-bus-capture", daemon=True),
+                threading.Thread(target=self._guard, args=(self._prepare,), name="edge-bus-prepare", daemon=True),
+                threading.Thread(target=self._guard, args=(self._infer,), name="edge-bus-infer", daemon=True),
+                threading.Thread(target=self._guard, args=(self._post,), name="edge-bus-post", daemon=True),
+            ]
+            self.stats.started = time.perf_counter()  # fps counts streaming time, not model loading
+            for t in stages:
+                t.start()
+            self._wait(stages, health)
+        finally:
+            self._shutdown(health)
+        if self._failure is not None:
+            raise self._failure
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        data = self.stats.snapshot()
+        data["roi"] = self.roi.as_list() if self.roi is not None else None
+        return data
+
+    def _wait(self, stages: list[threading.Thread], health) -> None:
+        post = stages[-1]
+        drain_deadline: float | None = None
+        while post.is_alive():
+            try:
+                post.join(self.progress_interval_s)
+                self._report(health)
+                if self._stop.is_set():
+                    drain_deadline = drain_deadline or time.monotonic() + self.drain_timeout_s
+                    if time.monotonic() > drain_deadline:
+                        log.warning("drain took longer than %.0f s; abandoning what is still queued", self.drain_timeout_s)
+                        self.abort()
+            except KeyboardInterrupt:
+                if self._stop.is_set():
+                    self.stats.ended_because = "interrupted twice (queue abandoned)"
+                    self.abort()
+                else:
+                    self.stats.ended_because = "interrupted"
+                    self._stop.set()
+        for t in stages:
+            t.join(5.0)
+            if t.is_alive():
+                self.abort()
+                t.join(5.0)
+
+    def _report(self, health) -> None:
+        snap = None
+        if self.on_progress is not None:
+            snap = self.stats.snapshot()
+            self.on_progress(snap)
+        if health is not None:
+            health.update(self._health_stats(snap or self.stats.snapshot()))
+
+    @staticmethod
+    def _health_stats(snap: dict[str, Any]) -> dict[str, Any]:
+        keys = ("fps", "frames", "drops", "bad_frames", "last_error", "backend", "source", "reconnects")
+        return {k: snap[k] for k in keys}
+
+    def _shutdown(self, health) -> None:
+        self._stop.set()
+        for sink in self.sinks or []:
+            try:
+                sink.close()
+            except Exception as exc:  # one sink failing to close must not keep the others from flushing
+                log.error("sink %s failed to close: %s", sink.name, exc)
+                self._failure = self._failure or exc
+        self._close_owned()
+        if health is not None:
+            health.close(self._health_stats(self.stats.snapshot()))
+
+    def _close_owned(self) -> None:
+        for thing in reversed(self._owned):
+            try:
+                thing.close()
+            except Exception as exc:
+                log.warning("closing %r failed: %s", thing, exc)
+        self._owned.clear()
+
+    def _guard(self, stage: Callable[[], None]) -> None:
+        try:
+            stage()
+        except BaseException as exc:  # a stage failed: record it, stop everything, re-raise from run()
+            if self._failure is None:
+                self._failure = exc
+            self.stats.error(f"{type(exc).__name__}: {exc}")
+            self.stats.ended_because = self.stats.ended_because or f"error: {exc}"
+            if not isinstance(exc, EdgeBusError):
+                log.exception("stage %s failed", threading.current_thread().name)
+            self.abort()
+
+    # -- queue helpers --------------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> Any:
+        while True:
+            try:
+                return q.get(timeout=POLL_S)
+            except queue.Empty:
+                if self._abort.is_set():
+                    return END
+
+    # -- stage 1: capture -----------------------------------------------------------------------
+    def _capture(self) -> None:
+        src, q, cfg = self.source, self._frames_q, self.config
+        max_frames = getattr(cfg, "max_frames", None)
+        captured = 0
+        failures = 0  # consecutive failed reconnects; reset by a good read
+        try:
+            while not self._stop.is_set():
+                if max_frames and captured >= max_frames and not src.live:  # live: counted as processed, in _post
+                    self.stats.ended_because = self.stats.ended_because or "max_frames"
+                    break
+                try:
+                    frame = src.read()
+                except (SourceError, cv2.error, OSError) as exc:
+                    self.stats.error(f"{src.uri}: {exc}")
+                    frame = None
+                if frame is None:
+                    if src.exhausted():
+                        self.stats.ended_because = self.stats.ended_because or "end of source"
+                        break
+                    failures = self._reconnect(failures)
+                    if failures < 0:
+                        break
+                    continue
+                failures = 0
+                captured += 1
+                if src.live:
+                    self.stats.drops += q.put_newest(frame)
+                elif not q.put(frame, cancel=self._abort):
+                    break
+        finally:
+            q.put_newest(END) if src.live else q.put(END)
+
+    def _reconnect(self, failures: int) -> int:
+        """Reopen a lost live source with exponential backoff. Returns the new failure count, -1 = give up."""
+        cfg, src = self.config, self.source
+        attempts = int(getattr(cfg, "reconnect_attempts", 5))
+        backoff = float(getattr(cfg, "reconnect_backoff_s", 0.5))
+        while failures < attempts:
+            delay = backoff * (2 ** failures)
+            failures += 1
+            log.warning("%s: stream lost; reconnect attempt %d/%d in %.2f s", src.uri, failures, attempts, delay)
+            if self._stop.wait(delay):
+                return -1
+            try:
+                src.reopen()
+            except (SourceError, cv2.error, OSError) as exc:
+                self.stats.error(f"{src.uri}: reconnect {failures}/{attempts} failed: {exc}")
+                continue
+            self.stats.reconnects += 1
+            return failures
+        self.stats.ended_because = self.stats.ended_because or f"source lost after {attempts} reconnect attempts"
+        self.stats.error(f"{src.uri}: gave up after {attempts} reconnect attempts")
+        log.error("%s: source did not come back after %d attempts; ending the run", src.uri, attempts)
+        return -1
+
+    # -- stage 2: batch, ROI, validate, preprocess ------------------------------------------------
+    def _batches(self):
+        cfg = self.config
+        batcher = Batcher(self._frames_q, int(cfg.batch), float(cfg.max_wait_ms) / 1000.0)
+        pending: list[Frame] = []
+        if self._roi_setting == "auto":
+            while len(pending) < self.roi_frames and not batcher.ended and not self._abort.is_set():
+                pending.extend(batcher.next(cancel=self._abort, poll_s=POLL_S))
+            images = [f.image for f in pending if f.error is None and isinstance(f.image, np.ndarray) and f.image.size]
+            try:
+                self.roi = find_roi(images)
+                log.info("auto roi: %s", self.roi.as_list())
+            except (SourceError, PreprocessError) as exc:
+                self.stats.error(str(exc))
+                log.warning("%s; using the whole frame", exc)
+                self.roi = None
+        elif isinstance(self._roi_setting, Roi):
+            self.roi = self._roi_setting
+        size = max(1, int(cfg.batch))
+        for i in range(0, len(pending), size):
+            yield pending[i : i + size]
+        while not batcher.ended and not self._abort.is_set():
+            frames = batcher.next(cancel=self._abort, poll_s=POLL_S)
+            if frames:
+                yield frames
+
+    def _check(self, frame: Frame) -> np.ndarray:
+        """The frame's model-input region as uint8 gray; PreprocessError for a bad frame."""
+        if frame.error is not None:
+            raise PreprocessError(frame.error)
+        image = frame.image
+        what = f"frame {frame.id} of {frame.source}"
+        if not isinstance(image, np.ndarray):
+            raise PreprocessError(f"{what}: not an image ({type(image).__name__})")
+        if self.roi is not None and image.ndim >= 2:
+            if not self.roi.fits(image.shape):
+                raise PreprocessError(f"{what}: {image.shape[1]}x{image.shape[0]} frame does not contain roi {self.roi.as_list()}")
+            image = self.roi.crop(image)
+        return to_gray(image, what=what)
+
+    def _bad(self, frame: Frame, reason: str) -> None:
+        self.stats.add_bad(reason)
+        self._bad_logged += 1
+        if self._bad_logged <= 10 or self._bad_logged % 100 == 0:
+            log.warning("bad frame skipped (%d so far): %s", self.stats.bad_frames, reason)
+
+    def _prepare(self) -> None:
+        try:
+            for frames in self._batches():
+                t0 = time.perf_counter()
+                good, grays = [], []
+                for frame in frames:
+                    try:
+                        grays.append(self._check(frame))
+                        good.append(frame)
+                    except PreprocessError as exc:
+                        self._bad(frame, str(exc))
+                if not good:
+                    continue
+                checked = time.perf_counter()
+                slot = self._get(self._free)  # waiting for a free buffer is not preprocessing time
+                if slot is END:
+                    return
+                t1 = time.perf_counter()
+                tensors = {k: preprocess_batch(grays, spec, out=slot[k]) for k, spec in self._specs.items()}
+                prep_ms = (checked - t0 + time.perf_counter() - t1) * 1e3
+                roi = self.roi.as_list() if self.roi is not None else None
+                if not self._put(self._infer_q, (good, tensors, slot, prep_ms, roi)):
+                    return
+        finally:
+            self._put(self._infer_q, END)
+
+    # -- stage 3: inference ----------------------------------------------------------------------
+    def _infer(self) -> None:
+        try:
+            while True:
+                item = self._get(self._infer_q)
+                if item is END:
+                    return
+                frames, tensors, slot, prep_ms, roi = item
+                t0 = time.perf_counter()
+                outputs = {}
+                for m in self.models:
+                    outputs[m.role] = m.backend(tensors[_spec_key(m.manifest.preprocessing)])
+                infer_ms = (time.perf_counter() - t0) * 1e3
+                self._free.put(slot)  # outputs are new arrays: the input buffer can be refilled
+                self.stats.batches += 1
+                if not self._put(self._post_q, (frames, outputs, prep_ms, infer_ms, roi)):
+                    return
+        finally:
+            self._put(self._post_q, END)
+
+    # -- stage 4: postprocess and sinks ------------------------------------------------------------
+    def _post(self) -> None:
+        by_role = {m.role: m for m in self.models}
+        max_frames = getattr(self.config, "max_frames", None)
+        roi_obj = None
+        while True:
+            item = self._get(self._post_q)
+            if item is END:
+                return
+            frames, outputs, prep_ms, infer_ms, roi = item
+            roi_obj = Roi(*roi) if roi is not None else None
+            for i, frame in enumerate(frames):
+                if max_frames and self.stats.frames >= max_frames:  # a live source: drain without writing
+                    if not self._stop.is_set():
+                        self.stats.ended_because = self.stats.ended_because or "max_frames"
+                        self._stop.set()
+                    break
+                t0 = time.perf_counter()
+                result = FrameResult(frame=frame, roi=roi)
+                if "classifier" in by_role:
+                    m = by_role["classifier"]
+                    result.classification = classify(_output(outputs["classifier"], m)[i], m.manifest.classes)
+                if "segmenter" in by_role:
+                    m = by_role["segmenter"]
+                    region = region_of(roi_obj, frame.image.shape)
+                    result.lesion = segment(_output(outputs["segmenter"], m)[i], m.manifest.threshold, region)
+                    result.segmented = True
+                t1 = time.perf_counter()
+                result.t_done = time.time()
+                result.latency_ms = {
+                    "decode": frame.decode_ms,
+                    "preprocess": prep_ms,
+                    "inference": infer_ms,
+                    "postprocess": (t1 - t0) * 1e3,
+                    "total": (t1 - frame.t_mono) * 1e3,
+                }
+                for sink in self.sinks:
+                    sink.write(result)
+                self.stats.add_frame(result.latency_ms)
+                if max_frames and self.stats.frames >= max_frames and not self._stop.is_set():
+                    self.stats.ended_because = self.stats.ended_because or "max_frames"
+                    self._stop.set()
+
+
+def _output(outputs: dict[str, np.ndarray], model: LoadedModel) -> np.ndarray:
+    name = model.manifest.output.name
+    if name in outputs:
+        return outputs[name]
+    return next(iter(outputs.values()))
+
+
+def run_pipeline(config: Any, **kwargs: Any) -> dict[str, Any]:
+    """Open everything named by `config`, run, return the summary."""
+    return Pipeline(config, **kwargs).run()
+
+
+def write_summary(summary: dict[str, Any], out_dir: str | Path | None) -> Path | None:
+    if out_dir is None:
+        return None
+    path = Path(out_dir) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path

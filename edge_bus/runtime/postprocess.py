@@ -1,0 +1,87 @@
+"""Model outputs -> results in full-frame pixels (see bundle.py for the output semantics).
+
+classification: softmax over the logits, in the manifest's class order.
+segmentation:   lesion where logit > log(t / (1 - t)) (the same as sigmoid(logit) > t, without the
+                exp); the largest connected component is the lesion; its box, area and contour are
+                given in pixels of the original frame (scaled from the model's S x S to the ROI,
+                then offset by the ROI's origin).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge_bus.runtime.roi import Roi
+
+
+def logit_threshold(threshold: float) -> float:
+    return math.log(threshold / (1.0 - threshold))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class Classification:
+    label: str
+    probs: dict[str, float]
+
+
+def classify(logits: np.ndarray, classes: list[str]) -> Classification:
+    p = softmax(np.asarray(logits).reshape(-1))
+    return Classification(label=classes[int(p.argmax())], probs={c: round(float(v), 6) for c, v in zip(classes, p)})
+
+
+@dataclass
+class Lesion:
+    box: tuple[int, int, int, int]  # x, y, w, h in full-frame pixels
+    area_px: int  # pixels of the original frame
+    contour: np.ndarray  # (K, 1, 2) int32, full-frame coordinates
+    mask_roi: np.ndarray  # uint8 {0,1} of the ROI's size (h, w)
+    offset: tuple[int, int]  # (x, y) of the ROI in the frame
+
+
+def segment(logits: np.ndarray, threshold: float, region: tuple[int, int, int, int]) -> Lesion | None:
+    """Largest lesion of one (1, S, S) or (S, S) logit map, in frame pixels; None when there is none.
+
+    `region` is (x, y, w, h) of the model input in the frame: the ROI, or (0, 0, W, H).
+    """
+    logit_map = np.asarray(logits).reshape(logits.shape[-2], logits.shape[-1])
+    binary = (logit_map > logit_threshold(threshold)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    component = (labels == largest).astype(np.uint8)
+    x, y, w, h = region
+    mask_roi = cv2.resize(component, (w, h), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(mask_roi, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:  # a component that vanished when scaled down
+        return None
+    contour = max(contours, key=cv2.contourArea) + np.array([x, y], dtype=np.int32)
+    bx, by, bw, bh = cv2.boundingRect(contour)
+    return Lesion(box=(bx, by, bw, bh), area_px=int(cv2.countNonZero(mask_roi)), contour=contour,
+                  mask_roi=mask_roi, offset=(x, y))
+
+
+def full_frame_mask(lesion: Lesion | None, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 mask (H, W) of the frame: 255 on the lesion, 0 elsewhere."""
+    mask = np.zeros(frame_shape[:2], dtype=np.uint8)
+    if lesion is not None:
+        x, y = lesion.offset
+        h, w = lesion.mask_roi.shape
+        mask[y : y + h, x : x + w] = lesion.mask_roi * np.uint8(255)
+    return mask
+
+
+def region_of(roi: Roi | None, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    if roi is None:
+        return (0, 0, int(frame_shape[1]), int(frame_shape[0]))
+    return (roi.x, roi.y, roi.w, roi.h)

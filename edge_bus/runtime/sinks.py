@@ -1,0 +1,198 @@
+"""Where results go: JSON Lines, an overlay video, mask PNGs, a window.
+
+A sink has `write(result)` and `close()`; `close()` flushes everything (it runs on Ctrl-C too).
+`make_sinks(names, out_dir)` builds them in a fixed order (masks first, so the JSONL record can
+name the mask file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_bus.errors import ConfigError
+from edge_bus.runtime.frames import FrameResult
+from edge_bus.runtime.postprocess import full_frame_mask
+
+log = logging.getLogger(__name__)
+
+ORDER = ("masks", "jsonl", "overlay", "window")
+
+
+class Sink:
+    name = "sink"
+
+    def write(self, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlSink(Sink):
+    """One JSON object per processed frame; flushed at least every `flush_s` seconds and on close."""
+
+    name = "jsonl"
+
+    def __init__(self, path: str | Path, flush_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", encoding="utf-8")
+        self._flush_s = flush_s
+        self._last_flush = time.monotonic()
+        self.written = 0
+
+    def write(self, result: FrameResult) -> None:
+        self._file.write(json.dumps(result.record(), separators=(",", ":")) + "\n")
+        self.written += 1
+        now = time.monotonic()
+        if now - self._last_flush >= self._flush_s:
+            self._file.flush()
+            self._last_flush = now
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+class MaskSink(Sink):
+    """A full-frame PNG mask (0/255) per segmented frame: masks/<frame id>.png."""
+
+    name = "masks"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, result: FrameResult) -> None:
+        if not result.segmented:
+            return
+        name = f"{result.frame.id:06d}.png"
+        if not cv2.imwrite(str(self.folder / name), full_frame_mask(result.lesion, result.frame.shape)):
+            raise OSError(f"{self.folder / name}: cannot write the mask PNG")
+        result.mask_file = f"{self.folder.name}/{name}"
+
+
+def draw_overlay(result: FrameResult) -> np.ndarray:
+    """The frame in BGR with the ROI box, the lesion contour and the label text."""
+    image = result.frame.image
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0) if image.dtype == np.uint16 else image.astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        canvas = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    else:
+        canvas = image.copy()
+    if result.roi is not None:
+        x, y, w, h = result.roi
+        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), (255, 160, 0), 1)
+    if result.lesion is not None:
+        cv2.drawContours(canvas, [result.lesion.contour], -1, (0, 255, 0), 2)
+    text = f"#{result.frame.id}"
+    if result.classification is not None:
+        c = result.classification
+        text += f" {c.label} {c.probs[c.label]:.2f}"
+    if result.lesion is not None:
+        text += f" lesion {result.lesion.area_px}px"
+    scale = max(0.5, canvas.shape[1] / 1200)
+    cv2.putText(canvas, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+    cv2.putText(canvas, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+class OverlayVideoSink(Sink):
+    """overlay.mp4 (mp4v) at the source's frame size; frames of another size are resized to it."""
+
+    name = "overlay"
+
+    def __init__(self, path: str | Path, fps: float = 25.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = fps if fps and fps > 0 else 25.0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self.written = 0
+
+    def write(self, result: FrameResult) -> None:
+        canvas = draw_overlay(result)
+        size = (canvas.shape[1], canvas.shape[0])
+        if self._writer is None:
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+            if not self._writer.isOpened():
+                raise OSError(f"{self.path}: cannot open an mp4v video writer; check the folder is writable")
+            self._size = size
+        if size != self._size:
+            canvas = cv2.resize(canvas, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(canvas)
+        self.written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def display_available() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class WindowSink(Sink):
+    """cv2.imshow of the overlay; disables itself with a warning when there is no display."""
+
+    name = "window"
+
+    def __init__(self, title: str = "edge-bus") -> None:
+        self.title = title
+        self.enabled = display_available()
+        if not self.enabled:
+            log.warning("window sink skipped: no display (DISPLAY/WAYLAND_DISPLAY unset)")
+
+    def write(self, result: FrameResult) -> None:
+        if not self.enabled:
+            return
+        try:
+            cv2.imshow(self.title, draw_overlay(result))
+            cv2.waitKey(1)
+        except cv2.error as exc:  # opencv-python-headless has no GUI
+            self.enabled = False
+            log.warning("window sink disabled: this OpenCV cannot open windows (%s); install opencv-python",
+                        str(exc).splitlines()[0])
+
+    def close(self) -> None:
+        if self.enabled:
+            try:
+                cv2.destroyWindow(self.title)
+            except cv2.error:
+                pass
+
+
+def make_sinks(names: list[str], out_dir: str | Path | None, *, fps: float = 25.0) -> list[Sink]:
+    unknown = sorted(set(names) - set(ORDER))
+    if unknown:
+        raise ConfigError(f"unknown sink(s) {unknown}; choose from {', '.join(ORDER)}")
+    needs_out = [n for n in names if n != "window"]
+    if needs_out and out_dir is None:
+        raise ConfigError(f"sinks {', '.join(needs_out)} write files: give --out DIR")
+    out = Path(out_dir) if out_dir is not None else None
+    sinks: list[Sink] = []
+    for name in ORDER:
+        if name not in names:
+            continue
+        if name == "masks":
+            sinks.append(MaskSink(out / "masks"))
+        elif name == "jsonl":
+            sinks.append(JsonlSink(out / "results.jsonl"))
+        elif name == "overlay":
+            sinks.append(OverlayVideoSink(out / "overlay.mp4", fps=fps))
+        else:
+            sinks.append(WindowSink())
+    return sinks

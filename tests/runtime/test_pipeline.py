@@ -1,0 +1,188 @@
+import _thread
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_bus.runtime.config import RunConfig
+from edge_bus.runtime.pipeline import Pipeline
+from edge_bus.runtime.sinks import JsonlSink, make_sinks
+from edge_bus.runtime.sources import SyntheticSource, open_source
+
+from fakes import FlakyLiveSource, ListSource, fake_model
+
+
+def cfg(tmp_path: Path, **kw) -> RunConfig:
+    base = dict(source="unused", classifier="unused", out=str(tmp_path / "out"), batch=4, max_wait_ms=5.0, queue_size=4)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_video(path: Path, n: int, size=(96, 72)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
+    assert writer.isOpened()
+    for i in range(n):
+        frame = np.full((size[1], size[0], 3), 40, np.uint8)
+        cv2.putText(frame, str(i), (10, 50), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 2)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_file_source_loses_no_frame_and_jsonl_has_every_frame(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", 37)
+    c = cfg(tmp_path, queue_size=2, sinks=["masks", "jsonl", "overlay"])
+    models = [fake_model("classification", delay_s=0.01), fake_model("segmentation", delay_s=0.01)]
+    summary = Pipeline(c, source=open_source(str(video)), models=models).run()
+    assert summary["frames"] == 37 and summary["drops"] == 0 and summary["bad_frames"] == 0
+    records = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert [r["frame"] for r in records] == list(range(37))
+    r = records[0]
+    assert r["source"] == "clip.mp4" and r["class"] == "benign" and r["shape"] == [72, 96]
+    assert set(r["latency_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
+    assert r["t_done"] >= r["t_capture"]
+    # lesion at model pixels x 4..12, y 8..16 of 32 -> frame pixels scaled by 96/32 and 72/32
+    assert r["lesion"]["box"] == [12, 18, 24, 18] and r["lesion"]["area_px"] == 24 * 18
+    mask = cv2.imread(str(tmp_path / "out" / r["mask_file"]), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (72, 96) and int((mask > 0).sum()) == 24 * 18
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 37
+    cap.release()
+    assert max(models[0].backend.batches) <= 4
+
+
+@pytest.mark.timeout(60)
+def test_folder_source_names_each_frame_by_file(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((40, 50), 30 * i, np.uint8))
+    (folder / "broken.png").write_bytes(b"not a png")
+    c = cfg(tmp_path)
+    summary = Pipeline(c, source=open_source(str(folder)), models=[fake_model()], sinks=make_sinks(["jsonl"], c.out)).run()
+    assert summary["frames"] == 5 and summary["bad_frames"] == 1
+    assert "broken.png" in summary["last_error"]
+    records = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert sorted(r["source"] for r in records) == [f"f{i}.png" for i in range(5)]
+
+
+@pytest.mark.timeout(60)
+def test_bad_frames_are_counted_never_fatal(tmp_path):
+    good = np.full((40, 50, 3), 100, np.uint8)
+    images = [good, np.zeros((0, 0), np.uint8), good, np.ones((40, 50), np.int32), np.ones((40, 50, 5), np.uint8),
+              None, good, "not an image", good]
+    c = cfg(tmp_path)
+    summary = Pipeline(c, source=ListSource(images), models=[fake_model()]).run()
+    assert summary["frames"] == 4 and summary["bad_frames"] == 5
+    records = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert [r["frame"] for r in records] == [0, 2, 6, 8]
+
+
+@pytest.mark.timeout(60)
+def test_live_source_faster_than_inference_drops_and_keeps_latency_bounded(tmp_path):
+    n, delay = 150, 0.02
+    source = SyntheticSource("synthetic://?fps=1000", fps=1000.0, size=(64, 64), frames=n, pool=2)
+    c = cfg(tmp_path, batch=1, queue_size=2, max_wait_ms=0.0)
+    model = fake_model(delay_s=delay)
+    summary = Pipeline(c, source=source, models=[model]).run()
+    assert summary["drops"] > 0
+    assert summary["frames"] + summary["drops"] == n  # every frame is either processed or counted as dropped
+    # with a queue of 2 a frame waits for at most ~3 inferences; 10x margin for a loaded CI machine
+    assert summary["latency_ms"]["total"]["p99"] < 10 * 4 * delay * 1000
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
+
+
+@pytest.mark.timeout(60)
+def test_lost_live_source_is_reopened_with_backoff(tmp_path):
+    source = FlakyLiveSource([3, 4], fail_reopens=1)
+    c = cfg(tmp_path, reconnect_attempts=3, reconnect_backoff_s=0.01)
+    summary = Pipeline(c, source=source, models=[fake_model()]).run()
+    assert summary["frames"] == 7 and summary["reconnects"] == 1
+    # 2 reopen calls to come back (1 failure + success), then 3 failing attempts before giving up
+    assert source.reopen_calls == 2 + 3
+    assert "reconnect" in summary["ended_because"]
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == 7
+
+
+@pytest.mark.timeout(60)
+def test_source_that_never_comes_back_ends_cleanly(tmp_path):
+    source = FlakyLiveSource([2], fail_reopens=0)
+    c = cfg(tmp_path, reconnect_attempts=2, reconnect_backoff_s=0.01)
+    summary = Pipeline(c, source=source, models=[fake_model()]).run()
+    assert summary["frames"] == 2 and summary["reconnects"] == 0 and source.reopen_calls == 2
+    assert "gave up" in summary["last_error"]
+
+
+@pytest.mark.timeout(60)
+def test_keyboard_interrupt_drains_flushes_and_summarizes(tmp_path):
+    fired = threading.Event()
+
+    def interrupt_on_5th_batch(calls: int) -> None:
+        if calls == 5 and not fired.is_set():
+            fired.set()
+            _thread.interrupt_main()  # Ctrl-C delivered to the main thread, which runs Pipeline.run
+
+    source = SyntheticSource("synthetic://?fps=200", fps=200.0, size=(64, 64), pool=2)  # never ends by itself
+    c = cfg(tmp_path, batch=2, sinks=["jsonl", "overlay"])
+    pipeline = Pipeline(c, source=source, models=[fake_model(delay_s=0.01, on_call=interrupt_on_5th_batch)])
+    summary = pipeline.run()
+    assert fired.is_set() and summary["ended_because"] == "interrupted"
+    records = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert len(records) == summary["frames"] >= 10  # every processed frame was flushed
+    assert all(isinstance(s, JsonlSink) is False or s._file.closed for s in pipeline.sinks)
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]
+    cap.release()
+
+
+@pytest.mark.timeout(60)
+def test_stop_event_mid_run(tmp_path):
+    holder = {}
+
+    def stop_on_3rd(calls: int) -> None:
+        if calls == 3:
+            holder["p"].stop()
+
+    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+    c = cfg(tmp_path, batch=1)
+    holder["p"] = Pipeline(c, source=source, models=[fake_model(on_call=stop_on_3rd)])
+    summary = holder["p"].run()
+    assert summary["ended_because"] == "stopped" and summary["frames"] >= 3
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
+
+
+@pytest.mark.timeout(60)
+def test_roi_results_are_in_full_frame_coordinates(tmp_path):
+    frame = np.zeros((100, 200), np.uint8)
+    c = cfg(tmp_path, roi="40,20,64,32", segmenter="x", classifier=None)
+    summary = Pipeline(c, source=ListSource([frame] * 3), models=[fake_model("segmentation")]).run()
+    assert summary["roi"] == [40, 20, 64, 32]
+    r = read_jsonl(tmp_path / "out" / "results.jsonl")[0]
+    # lesion x 4..12, y 8..16 of 32 -> ROI scale 2 x 1 -> frame x 40+8, y 20+8, 16 x 8
+    assert r["roi"] == [40, 20, 64, 32] and r["lesion"]["box"] == [48, 28, 16, 8]
+
+
+@pytest.mark.timeout(60)
+def test_max_frames_and_memory_flat(tmp_path):
+    import tracemalloc
+
+    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+    c = cfg(tmp_path, max_frames=600, sinks=["jsonl"])
+    tracemalloc.start()
+    pipeline = Pipeline(c, source=source, models=[fake_model()])
+    samples = []
+    pipeline.on_progress = lambda s: samples.append(tracemalloc.get_traced_memory()[0])
+    pipeline.progress_interval_s = 0.05
+    summary = pipeline.run()
+    tracemalloc.stop()
+    assert summary["frames"] == 600 and summary["ended_because"] == "max_frames"
+    if len(samples) >= 4:  # traced Python memory does not grow with the number of frames
+        assert samples[-1] < samples[1] + 2_000_000
