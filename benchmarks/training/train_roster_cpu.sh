@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What a 2-core CPU allows: the roster at 128 px with per-model epoch budgets, on the shared split.
+# Each row this produces is labelled with its epochs, resolution and device in the report.
+#
+# Usage (repository root, edge-bus[train] installed, real BUSI present):
+#   DATA=../shared/data/busi OUT=runs/cpu128 bash benchmarks/training/train_roster_cpu.sh
+set -euo pipefail
+
+: "${DATA:?set DATA to the BUSI folder}"
+OUT="${OUT:-runs/cpu128}"
+RES="${RES:-128}"
+SPLIT="${SPLIT:-splits/busi-seed0.json}"
+EDGE_BUS="${EDGE_BUS:-edge-bus}"
+# model:epochs:extra train options (epoch budgets sized to ~10-20 minutes each on 2 cores)
+PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true deeplabv3_resnet101:6: unet_vgg19:6: resnet50:15: efficientnet_b0:30:}"
+
+mkdir -p "$OUT"
+PACK="$OUT/pack.npz"
+[[ -f "$PACK" ]] || "$EDGE_BUS" data pack "$SPLIT" --data "$DATA" --out "$PACK" --size "$RES"
+
+for entry in $PLAN; do
+  IFS=: read -r model epochs extra <<<"$entry"
+  mkdir -p "$OUT/$model"
+  if [[ ! -f "$OUT/$model/test/report.json" ]]; then
+    start=$(date +%s)
+    # shellcheck disable=SC2086  # $extra holds zero or one option
+    "$EDGE_BUS" train "$model" --pack "$PACK" --out "$OUT/$model" --epochs "$epochs" --batch-size 8 \
+      --lr 1e-3 --device cpu --seed 0 $extra > "$OUT/$model/train.log" 2>&1 || echo "$model: training failed, see $OUT/$model/train.log"
+    echo "$model train_seconds $(( $(date +%s) - start )) epochs_budget $epochs res $RES device cpu" >> "$OUT/timings.txt"
+    [[ -f "$OUT/$model/best.pt" ]] && "$EDGE_BUS" evaluate "$OUT/$model/best.pt" --pack "$PACK" --split test --out "$OUT/$model/test" > "$OUT/$model/eval.log" 2>&1
+  fi
+done
+
+[[ -f "$OUT/classical/test/report.json" ]] || {
+  "$EDGE_BUS" train classical --pack "$PACK" --out "$OUT/classical" > "$OUT/classical.log" 2>&1
+  "$EDGE_BUS" evaluate "$OUT/classical/classical.json" --pack "$PACK" --split test --out "$OUT/classical/test" >> "$OUT/classical.log" 2>&1
+}
+
+members=()
+for model in unet unet_vgg19 deeplabv3_resnet101; do
+  if [[ -f "$OUT/$model/best.pt" ]]; then members+=(--member "$OUT/$model/best.pt"); fi
+done
+if (( ${#members[@]} >= 4 )); then
+  "$EDGE_BUS" train ensemble --pack "$PACK" --out "$OUT/ensemble" --device cpu "${members[@]}" > "$OUT/ensemble.log" 2>&1
+  "$EDGE_BUS" evaluate "$OUT/ensemble/ensemble.json" --pack "$PACK" --split test --out "$OUT/ensemble/test" >> "$OUT/ensemble.log" 2>&1
+fi
+echo "done: $OUT"

@@ -1,0 +1,85 @@
+"""Accuracy of an artifact on the test split, with edge_bus.metrics (never our own arithmetic).
+
+Classification: weighted F1 (and accuracy) over the three classes. Segmentation: mean IoU and Dice
+over all test images (empty-mask rule of edge_bus.metrics) and over lesion images only.
+Images and masks are compared at the model's input size (THE preprocessing; masks nearest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge_bus.data.preprocess import PreprocessSpec, normalize
+from edge_bus.errors import DataError
+
+
+@dataclass
+class TestSet:
+    images: np.ndarray  # uint8 (N, S, S), resize_gray(to_gray(image))
+    masks: np.ndarray  # uint8 (N, S, S) in {0, 1}
+    labels: np.ndarray  # int64 (N,), index into CLASSES
+    ids: list[str]
+    split_hash: str
+    source: str  # how the split was obtained
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_test_set(root: Path, split_path: Path | None, size: int, limit: int | None = None) -> TestSet:
+    """The test split of a BUSI folder: from a split manifest, or a seed-0 split made here."""
+    from edge_bus.data.busi import Sample, index_busi, load_sample  # noqa: PLC0415
+    from edge_bus.data.split import load_split, make_split  # noqa: PLC0415
+
+    if split_path is not None:
+        manifest = load_split(split_path)
+        how = f"split manifest {split_path}"
+    else:
+        manifest = make_split(index_busi(root), seed=0)
+        how = "seed-0 split made from --data (pass --split MANIFEST to use the training split)"
+    items = manifest.items("test")
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise DataError(f"{split_path or root}: the test split is empty; nothing to measure accuracy on")
+    images, masks, labels, ids = [], [], [], []
+    for item in items:
+        sample = Sample(item.id, item.label, root / item.image, [root / m for m in item.masks], 0, 0)
+        image, mask = load_sample(sample, size)
+        images.append(image)
+        masks.append(mask)
+        labels.append(item.label_index)
+        ids.append(item.id)
+    return TestSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), ids, manifest.hash, how)
+
+
+def predict(infer: Callable[[np.ndarray], np.ndarray], test: TestSet, spec: PreprocessSpec, batch: int) -> np.ndarray:
+    """Logits of every test image, run in chunks of `batch`."""
+    outs = []
+    for i in range(0, len(test), batch):
+        outs.append(np.asarray(infer(np.ascontiguousarray(normalize(test.images[i : i + batch], spec)))))
+    return np.concatenate(outs)
+
+
+def score(task: str, logits: np.ndarray, test: TestSet, classes: list[str], threshold: float) -> dict:
+    """The task's metrics (edge_bus.metrics) as a flat dict of headline numbers plus `n`."""
+    from edge_bus import metrics  # noqa: PLC0415
+
+    if task == "classification":
+        report = metrics.classification_report(test.labels, logits.argmax(axis=1), classes)
+        return {"n": report["n"], "weighted_f1": report["weighted_f1"], "accuracy": report["accuracy"]}
+    cut = math.log(threshold / (1.0 - threshold))
+    preds = (logits[:, 0] > cut).astype(np.uint8)
+    report = metrics.segmentation_report(preds, test.masks)
+    return {
+        "n": len(test),
+        "iou": report["all_images"]["iou"],
+        "dice": report["all_images"]["dice"],
+        "iou_lesion_only": report["lesion_only"]["iou"],
+        "dice_lesion_only": report["lesion_only"]["dice"],
+    }

@@ -1,0 +1,126 @@
+"""A small end-to-end run on a tiny bundle, and the rejection of bad options before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from edge_bus.cli import app
+
+runner = CliRunner()
+SMALL = ["--source", "synthetic://?fps=0&size=64x48", "--iters", "4", "--warmup", "1", "--no-progress"]
+
+
+def _run(args, env=None):
+    return runner.invoke(app, ["benchmark", *args], env=env)
+
+
+def test_small_run_writes_every_output(tiny_bundles, tmp_path):
+    out = tmp_path / "out"
+    result = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--batch", "1,2", "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    for name in ("benchmark.json", "benchmark.md", "latency_vs_batch.png", "latency_hist.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "latency_vs_batch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "benchmark.json").read_text())
+    rows = data["results"]
+    assert [(r["backend"], r["batch"]) for r in rows] == [("pytorch-eager", 1), ("onnxruntime", 1), ("onnxruntime", 2)]
+    for r in rows:
+        e = r["end_to_end_ms"]
+        assert e["n"] == r["iterations"] == 4
+        assert 0 < e["min_ms"] <= e["p50_ms"] <= e["p90_ms"] <= e["p99_ms"] <= e["max_ms"]
+        assert set(r["stages_ms"]) == {"decode", "preprocess", "inference", "postprocess"}
+        assert len(r["samples_ms"]["end_to_end"]) == 4
+        assert r["speedup_vs_baseline"] is not None and r["speedup_vs_baseline"] > 0
+        assert r["throughput_fps"] == pytest.approx(r["batch"] * 1000 / e["mean_ms"])
+        assert r["latency_only"] is True
+    assert rows[0]["speedup_vs_baseline"] == 1.0
+    assert data["machine"]["cpu"]["cores"] >= 1
+    assert data["command"].startswith("edge-bus benchmark")
+    md = (out / "benchmark.md").read_text()
+    assert "x eager" in md and "latency only" in md and "| unet | onnxruntime | fp32 | 2 |" in md
+    assert "x eager" in result.output and "p99" in result.output
+
+
+def test_accuracy_on_a_labelled_folder(tiny_bundles, synthetic_busi, tmp_path):
+    """A bundle not marked latency-only gets IoU/Dice on the test split (edge_bus.metrics)."""
+    bundles = tmp_path / "bundles"
+    shutil.copytree(tiny_bundles / "unet", bundles / "unet")
+    manifest = json.loads((bundles / "unet" / "manifest.json").read_text())
+    manifest["latency_only"] = False
+    (bundles / "unet" / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    result = _run(["--bundles", str(bundles), "--model", "unet", "--batch", "2", "--no-baseline", "--no-plots",
+                   "--data", str(synthetic_busi), "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "benchmark.json").read_text())["results"][0]
+    assert row["speedup_vs_baseline"] is None  # no baseline asked
+    acc = row["accuracy"]
+    assert acc["n"] >= 1 and 0.0 <= acc["iou"] <= 1.0 and 0.0 <= acc["dice"] <= 1.0
+    assert acc["iou"] <= acc["dice"] + 1e-9  # IoU never exceeds Dice
+    assert not (out / "latency_hist.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--model", "resnet9000"], ["unknown model", "vgg19", "unet_vgg19", "deeplabv3_resnet101"]),
+        (["--backend", "openvino"], ["unknown backend", "onnxruntime", "torchscript", "tensorrt"]),
+        (["--precision", "fp8"], ["unknown precision", "fp32", "fp16", "int8"]),
+        (["--precision", "fp16"], ["not available with --backend onnxruntime", "fp32"]),
+        (["--batch", "16"], ["outside the batch range [1, 8]", "from 1 to 8"]),
+        (["--batch", "two"], ["not an integer"]),
+    ],
+)
+def test_bad_options_are_rejected_before_any_export(args, words, tmp_path):
+    cache = tmp_path / "cache"
+    result = _run([*args, "--out", str(tmp_path / "out"), "--no-progress"],
+                  env={"EDGE_BUS_CACHE": str(cache), "EDGE_BUS_BUNDLES": str(tmp_path / "none")})
+    assert result.exit_code == 2, result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+    assert not cache.exists()  # nothing exported
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_outside_a_bundles_range_is_rejected(tiny_bundles, tmp_path):
+    result = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--batch", "1,8", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "[1, 4]" in result.output and "8" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_folder_without_labels_is_rejected(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"not really")
+    result = _run(["--data", str(images), "--out", str(tmp_path / "o")], env={"EDGE_BUS_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 2
+    assert "no labels" in result.output and "benign" in result.output and "malignant" in result.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_benchmark_modules_import_without_torch():
+    code = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("blocked")
+        sys.meta_path.insert(0, Block())
+        import edge_bus.cli.benchmark
+        import edge_bus.benchmarking, edge_bus.benchmarking.report, edge_bus.benchmarking.runner
+        import edge_bus.benchmarking.defaults, edge_bus.benchmarking.pipeline, edge_bus.benchmarking.accuracy
+        assert "torch" not in sys.modules
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
