@@ -24,6 +24,7 @@ from typing import Any
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import BundleError, PreprocessError
+from edge_bus.fileio import write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -180,12 +181,7 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(p)
-    return p
+    return write_json_atomic(path, manifest.to_dict())
 
 
 def open_bundle(path: str | Path) -> Bundle:
