@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -92,6 +91,7 @@ def inspect(
 
     from edge_bus.data.busi import CLASSES, index_busi
     from edge_bus.data.dedup import find_duplicates
+    from edge_bus.fileio import write_json_atomic
     from edge_bus.plots import plot_class_distribution
 
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def inspect(
 
     out = out if out is not None else Path("reports") / f"inspect-{index.root.name}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "inspect.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_json_atomic(out / "inspect.json", report)
     plot_class_distribution(report["counts"], out / "class_distribution.png", title=f"{index.root.name}: images per class")
 
     table = Table(title=f"{index.root}")
@@ -156,12 +156,25 @@ def split(
     from rich.table import Table
 
     from edge_bus.data.busi import CLASSES, index_busi
-    from edge_bus.data.split import SPLITS, make_split, parse_ratios, write_split
+    from edge_bus.data.split import SPLITS, load_split, make_split, parse_ratios, same_split_except_root, write_split
+    from edge_bus.errors import DataError
+    from rich.markup import escape
 
     parsed = parse_ratios(ratios)  # fail on a bad option before reading any data
     index = index_busi(data_dir, progress=True)
     manifest = make_split(index, seed=seed, ratios=parsed, progress=True)
+    try:
+        previous = load_split(out) if out.is_file() else None
+    except DataError:
+        previous = None
     write_split(manifest, out)
+    if previous is not None and previous.hash != manifest.hash and same_split_except_root(previous, manifest):
+        err_console.print(
+            f"[yellow]note:[/] the split in {escape(str(out))} is unchanged except data_root "
+            f"({escape(previous.data_root)} -> {escape(manifest.data_root)}); the split hash covers data_root, so it changed from {previous.hash[:12]} "
+            f"to {manifest.hash[:12]} and checkpoints or packs made with the old manifest name the old hash",
+            highlight=False,
+        )
 
     counts = manifest.counts()
     table = Table(title=f"split of {index.root} (seed {seed})")

@@ -23,7 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edge_bus.data.preprocess import read_image, resize_gray, resize_mask, to_gray
+from edge_bus.data.preprocess import read_image, read_mask, resize_gray, resize_mask
 from edge_bus.errors import DataError
 
 CLASSES = ("benign", "malignant", "normal")
@@ -131,7 +131,7 @@ def _check_sample(label: str, stem: str, image: Path, masks: list[Path]) -> Samp
     h, w = gray.shape[:2]
     for m in masks:
         try:
-            mask = read_image(m)
+            mask = read_mask(m)
         except DataError as exc:
             return Problem(m, f"{_reason(exc)}; its image '{image.name}' is skipped")
         if mask.shape[:2] != (h, w):
@@ -191,14 +191,14 @@ def _map(func, items: list, progress: bool, description: str) -> list:
 
 def load_sample(sample: Sample, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Image and union of masks, both uint8 (size, size): image via THE preprocessing, mask in {0, 1}."""
-    gray = to_gray(read_image(sample.image), what=str(sample.image))
+    gray = read_image(sample.image)  # uint8 gray through to_gray, as for live frames
     union = np.zeros(gray.shape, np.uint8)
     for path in sample.masks:
-        mask = read_image(path)
+        mask = read_mask(path)
         if mask.shape != gray.shape:
             raise DataError(
                 f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                 f"{gray.shape[1]}x{gray.shape[0]}; fix or remove the mask"
             )
-        union |= (mask > 0).astype(np.uint8)
+        union |= mask
     return resize_gray(gray, size), resize_mask(union, size)

@@ -145,8 +145,12 @@ def preprocess_batch(
     return out[:n]
 
 
-def read_image(path, *, grayscale: bool = True) -> np.ndarray:
-    """Read an image file as uint8 gray (or BGR); raise DataError naming the file when it cannot be read."""
+# Decode at the file's own depth and channel count (alpha dropped, EXIF orientation applied like
+# IMREAD_COLOR); to_gray then does the one colour -> gray conversion that live frames get too.
+_DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
+def _decode(path, flags: int) -> np.ndarray:
     from pathlib import Path
 
     from edge_bus.errors import DataError
@@ -157,7 +161,30 @@ def read_image(path, *, grayscale: bool = True) -> np.ndarray:
     data = np.fromfile(str(p), dtype=np.uint8)
     if data.size == 0:
         raise DataError(f"{p}: file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(data, flags)
     if image is None:
         raise DataError(f"{p}: not a readable image (corrupt or unsupported format)")
     return image
+
+
+def read_image(path, *, grayscale: bool = True) -> np.ndarray:
+    """Read an image file as uint8 gray (H, W); raise DataError naming the file when it cannot be read.
+
+    Gray comes from `to_gray`, so a colour file read here and the same picture delivered as a BGR
+    frame give the same pixels. With grayscale=False the decoded array is returned unchanged.
+    """
+    if not grayscale:
+        return _decode(path, cv2.IMREAD_UNCHANGED)
+    return to_gray(_decode(path, _DECODE_FLAGS), what=str(path))  # PreprocessError is a DataError
+
+
+def read_mask(path) -> np.ndarray:
+    """Read a mask file as uint8 {0, 1} (H, W): any nonzero value in any colour channel is lesion.
+
+    Works for gray, colour (alpha ignored) and 16-bit masks (a 16-bit value of 1 stays lesion).
+    """
+    mask = _decode(path, _DECODE_FLAGS)
+    binary = mask > 0
+    if binary.ndim == 3:
+        binary = binary.any(axis=2)
+    return binary.astype(np.uint8)

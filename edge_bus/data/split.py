@@ -8,6 +8,11 @@ Assignment: groups (a lone image is a group of one) are taken largest first, tie
 random order, and each goes to the split whose per-class counts are furthest below their targets
 (ratio x class total), measured over the classes in the group. So every duplicate group sits in
 one split and class proportions follow the ratios within a group's size.
+
+Note: the `hash` covers `data_root` (the absolute data folder when the split was made), so the same
+split regenerated from a copy of the data in another folder gets another hash, and checkpoints name
+the old one. Use `same_split_except_root(a, b)` to tell that case from a real difference. (The hash
+is kept this way on purpose: existing checkpoints record it.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from edge_bus.data.busi import CLASSES, BusiIndex
 from edge_bus.data.dedup import DuplicateReport, find_duplicates
 from edge_bus.errors import DataError
+from edge_bus.fileio import sha256_file, write_json_atomic  # sha256_file re-exported for old imports
 
 FORMAT = "edge-bus-split"
 VERSION = 1
@@ -106,6 +112,15 @@ class SplitManifest:
     def compute_hash(self) -> str:
         return _sha256_bytes(_canonical(self.body()))
 
+    def hash_without_root(self) -> str:
+        """Hash of the body with data_root blanked: equal for the same split made in two folders."""
+        return _sha256_bytes(_canonical({**self.body(), "data_root": ""}))
+
+
+def same_split_except_root(a: SplitManifest, b: SplitManifest) -> bool:
+    """True when two manifests differ (if at all) only in data_root, i.e. name the same split and files."""
+    return a.hash_without_root() == b.hash_without_root()
+
 
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -114,13 +129,6 @@ def _canonical(obj: Any) -> bytes:
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dataset_digest(file_hashes: Mapping[str, str]) -> str:
@@ -228,14 +236,8 @@ def make_split(
 
 
 def write_split(manifest: SplitManifest, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     manifest.hash = manifest.compute_hash()
-    data = {**manifest.body(), "hash": manifest.hash}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, {**manifest.body(), "hash": manifest.hash})
 
 
 def load_split(path: str | Path) -> SplitManifest:
@@ -277,8 +279,9 @@ def load_split(path: str | Path) -> SplitManifest:
         raise DataError(f"{path}: split manifest is missing or has a malformed field ({exc!r}); recreate it") from None
     if manifest.compute_hash() != manifest.hash:
         raise DataError(
-            f"{path}: split manifest hash does not match its content (edited by hand?); "
-            "recreate it with `edge-bus data split`"
+            f"{path}: split manifest hash does not match its content (edited by hand? the hash also covers "
+            f"data_root, now {manifest.data_root!r}, so moving the data means making the split anew or "
+            "passing the new folder with --data rather than editing the file); recreate it with `edge-bus data split`"
         )
     bad = sorted({e.split for e in manifest.entries} - set(SPLITS)) + sorted(
         {e.label for e in manifest.entries} - set(manifest.classes)

@@ -92,3 +92,21 @@ def test_user_errors_exit_2_without_traceback(app, tmp_path, synthetic_busi, arg
     res = _run(app, *args)
     assert res.exit_code == 2, res.output
     assert "error:" in res.output and message in res.output
+
+
+def test_split_remade_in_another_folder_says_only_data_root_changed(app, tmp_path, synthetic_busi):
+    import shutil
+
+    out = tmp_path / "split.json"
+    assert _run(app, "data", "split", synthetic_busi, "--out", out).exit_code == 0
+    first = load_split(out)
+    moved = tmp_path / "moved"
+    shutil.copytree(synthetic_busi, moved)
+    res = _run(app, "data", "split", moved, "--out", out)
+    assert res.exit_code == 0, res.output
+    second = load_split(out)
+    assert second.hash != first.hash
+    text = " ".join(res.output.split())
+    assert "unchanged except data_root" in text and first.hash[:12] in text and second.hash[:12] in text
+    res = _run(app, "data", "split", moved, "--out", out, "--seed", 9)  # a real change: no such note
+    assert "unchanged except data_root" not in res.output

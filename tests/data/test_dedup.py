@@ -104,3 +104,18 @@ def test_identical_pixels_always_group_even_with_zero_thresholds():
     prints = [_fp("same", 0, 0), _fp("same", 1 << 63, 1 << 63)]
     report = group_duplicates(["x", "y"], ["normal", "normal"], prints, phash_threshold=-1, phash_confirmed_threshold=-1)
     assert [g.kind for g in report.groups] == ["exact"]
+
+
+def test_hamming_matrix_needs_no_bitwise_count(monkeypatch):
+    """NumPy 1.x (the Jetson pin) has no np.bitwise_count: distances must not depend on it."""
+    from edge_bus.data import dedup
+
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    rng = np.random.default_rng(1)
+    hashes = [int(v) for v in rng.integers(0, 2**63, 40, dtype=np.int64)] + [2**64 - 1, 0, 1 << 63]
+    d = dedup._hamming_matrix(hashes)
+    expected = np.array([[bin(a ^ b).count("1") for b in hashes] for a in hashes])
+    assert d.dtype == np.uint8 and d.shape == (43, 43)
+    np.testing.assert_array_equal(d, expected)
+    assert d[-3, -2] == 64 and d[-2, -1] == 1
+    assert dedup._hamming_matrix([]).shape == (0, 0)

@@ -71,3 +71,11 @@ def test_load_pack_rejects_missing_corrupt_and_foreign_files(tmp_path):
     np.savez(tmp_path / "other.npz", meta=np.array(json.dumps({"format": "something-else"})))
     with pytest.raises(DataError, match="not an edge-bus pack"):
         load_pack(tmp_path / "other.npz")
+
+
+def test_pack_is_written_atomically(synthetic_busi, tmp_path):
+    manifest = make_split(index_busi(synthetic_busi))
+    out = tmp_path / "p" / "cache.npz"
+    pack_split(manifest, synthetic_busi, out, size=16)
+    assert [p.name for p in out.parent.iterdir()] == ["cache.npz"]
+    assert load_pack(out).split_hash == manifest.hash

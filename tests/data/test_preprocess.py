@@ -80,3 +80,71 @@ def test_spec_round_trip_and_validation():
         PreprocessSpec.from_dict({**spec.to_dict(), "bogus": 1})
     with pytest.raises(PreprocessError):
         PreprocessSpec.from_dict({**spec.to_dict(), "color": "rgb"})
+
+
+def _colour_image(h=70, w=90):
+    """A BGR image whose three channels differ everywhere (so gray conversions can disagree)."""
+    rng = np.random.default_rng(3)
+    b = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    g = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    r = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    return np.dstack([b, g, r])
+
+
+def test_colour_file_and_the_same_bgr_frame_give_the_same_tensor(tmp_path):
+    import cv2
+
+    from edge_bus.data.preprocess import read_image
+
+    bgr = _colour_image()
+    path = tmp_path / "colour.png"
+    assert cv2.imwrite(str(path), bgr)
+    spec = PreprocessSpec(size=32)
+    from_file = normalize(resize_gray(read_image(path), spec.size), spec)
+    live = preprocess(cv2.imread(str(path), cv2.IMREAD_COLOR), spec)
+    np.testing.assert_array_equal(from_file, live)
+    np.testing.assert_array_equal(read_image(path), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    # The old decode (IMREAD_GRAYSCALE) differs on such a file: this test would catch a regression.
+    assert not np.array_equal(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), read_image(path))
+    # An alpha channel is ignored, as by IMREAD_COLOR.
+    bgra = np.dstack([bgr, np.full(bgr.shape[:2], 7, np.uint8)])
+    cv2.imwrite(str(tmp_path / "alpha.png"), bgra)
+    np.testing.assert_array_equal(read_image(tmp_path / "alpha.png"), read_image(path))
+
+
+def test_16_bit_file_reads_like_the_16_bit_frame(tmp_path):
+    import cv2
+
+    from edge_bus.data.preprocess import read_image
+
+    rng = np.random.default_rng(4)
+    deep = rng.integers(0, 65536, (40, 50), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    image = read_image(tmp_path / "deep.png")
+    assert image.dtype == np.uint8
+    np.testing.assert_array_equal(image, to_gray(deep))
+
+
+def test_masks_any_nonzero_channel_or_depth_is_lesion(tmp_path):
+    import cv2
+
+    from edge_bus.data.preprocess import read_mask
+    from edge_bus.errors import DataError
+
+    expected = np.zeros((30, 40), np.uint8)
+    expected[5:15, 10:30] = 1
+    gray = expected * 255
+    colour = np.zeros((30, 40, 3), np.uint8)
+    colour[5:15, 10:30, 0] = 1  # faint blue: BGR2GRAY would round it to 0
+    deep = expected.astype(np.uint16)  # 16-bit value 1: IMREAD_GRAYSCALE would shift it to 0
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque everywhere: alpha must not count as lesion
+    rgba[5:15, 10:30, 2] = 200
+    for name, array in {"gray": gray, "colour": colour, "deep": deep, "rgba": rgba}.items():
+        cv2.imwrite(str(tmp_path / f"{name}.png"), array)
+        mask = read_mask(tmp_path / f"{name}.png")
+        assert mask.dtype == np.uint8, name
+        np.testing.assert_array_equal(mask, expected, err_msg=name)
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    with pytest.raises(DataError, match="bad.png"):
+        read_mask(tmp_path / "bad.png")

@@ -115,3 +115,27 @@ def test_bad_ratios_are_rejected(bad):
 def test_zero_ratio_leaves_a_split_empty(index):
     manifest = make_split(index, ratios=(0.8, 0.2, 0.0))
     assert manifest.ids("test") == [] and len(manifest.ids("val")) > 0
+
+
+def test_hash_covers_data_root_and_the_difference_is_recognised(tmp_path):
+    import shutil
+
+    from edge_bus.data.split import same_split_except_root, sha256_file  # sha256_file: old import path
+    from edge_bus.fileio import sha256_file as shared_sha256
+
+    assert sha256_file is shared_sha256
+    root = write_busi_phantoms(tmp_path / "a", counts={"benign": 4, "malignant": 3, "normal": 2}, size=(32, 32), seed=0)
+    moved = tmp_path / "b"
+    shutil.copytree(root, moved)
+    here, there = make_split(index_busi(root)), make_split(index_busi(moved))
+    assert here.hash != there.hash  # the hash includes data_root (kept for existing checkpoints)
+    assert same_split_except_root(here, there)
+    assert not same_split_except_root(here, make_split(index_busi(root), seed=1))
+
+    path = write_split(here, tmp_path / "s" / "split.json")
+    assert [p.name for p in path.parent.iterdir()] == ["split.json"]  # atomic: no temporary left
+    data = json.loads(path.read_text())
+    data["data_root"] = str(moved)  # "moving" the data by editing the manifest
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="hash does not match.*also covers data_root"):
+        load_split(path)
