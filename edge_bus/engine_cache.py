@@ -9,6 +9,10 @@ engine cache file name:
     engines/<model>-<precision>-<key[:16]>.engine     the serialized engine
     engines/<model>-<precision>-<key[:16]>.json       its record (EngineRecord, below)
 
+INT8 engines are built from the bundle's QDQ model.int8.onnx when it has one (`source_kind`), so
+their key holds that file's hash. TensorRT timing caches are kept per TensorRT version + GPU
+(`timing_cache_path`). Precision "auto" (`lookup_auto`) takes the first fresh engine of fp16, fp32, int8.
+
 `lookup()` answers "fresh" (load it), "stale" (an engine for this precision exists but was built for
 another ONNX/TensorRT/GPU: rebuild it, never load it) or "missing".
 """
@@ -23,19 +27,33 @@ from pathlib import Path
 from typing import Any
 
 from edge_bus.errors import BackendError, BundleError
+from edge_bus.fileio import sha256_file, write_json_atomic
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINES_DIR = "engines"
 KEY_FIELDS = ("onnx_sha256", "trt_version", "gpu_name", "compute_capability", "precision")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks (ONNX files of VGG-19 are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = sha256_file  # old name, kept for callers outside this package
+
+# "auto" precision: the best fresh engine for this GPU, in this order.
+AUTO_ORDER = ("fp16", "fp32", "int8")
+# The ONNX file each precision's engine is built from: INT8 uses the bundle's QDQ model
+# (explicit quantization) when it has one, the others the FP32 model.
+INT8_ONNX_KIND = "onnx_int8"
+
+
+def source_kind(precision: str, artifacts: dict[str, str] | None) -> str:
+    """Which bundle artifact an engine of `precision` is built from ("onnx" or "onnx_int8")."""
+    if check_precision(precision) == "int8" and INT8_ONNX_KIND in (artifacts or {}):
+        return INT8_ONNX_KIND
+    return "onnx"
+
+
+def timing_cache_path(bundle_root: str | Path, target: "Target") -> Path:
+    """One TensorRT timing cache per TensorRT version + GPU (a cache from another GPU is useless)."""
+    tag = hashlib.sha256(f"{target.trt_version}|{target.gpu_name.strip()}|{target.compute_capability}".encode()).hexdigest()
+    return Path(bundle_root) / ENGINES_DIR / f"timing-{tag[:16]}.cache"
 
 
 def check_precision(precision: str) -> str:
@@ -102,6 +120,8 @@ class EngineRecord:
     build_seconds: float | None = None
     built_at: str | None = None
     calibration: dict[str, Any] | None = None
+    source_onnx: str | None = None  # the bundle file it was built from (model.onnx or model.int8.onnx)
+    quantization: str | None = None  # int8 only: "explicit (Q/DQ)" or "implicit (calibrator)"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,10 +163,7 @@ def make_record(
 
 
 def write_record(record: EngineRecord, bundle_root: str | Path) -> Path:
-    path = sidecar_path(Path(bundle_root) / record.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json_atomic(sidecar_path(Path(bundle_root) / record.path), record.to_dict())
 
 
 def read_record(path: str | Path) -> EngineRecord:
@@ -240,6 +257,36 @@ def lookup(
         reasons = mismatches(best, onnx_sha256, target) or [f"engine file {best.path} is missing"]
         return Lookup("stale", precision, best, reasons, expected)
     return Lookup("missing", precision, None, [], expected)
+
+
+def lookup_auto(
+    bundle_root: str | Path,
+    *,
+    model: str,
+    onnx_sha256: dict[str, str],
+    target: Target,
+    records: list[EngineRecord] | None = None,
+) -> Lookup:
+    """precision "auto": the first fresh engine in AUTO_ORDER (fp16, fp32, int8).
+
+    `onnx_sha256` maps each precision to the SHA-256 of the ONNX file its engine is built from
+    (see source_kind). When none is fresh, returns the fp16 answer (stale or missing), whose
+    message says how to build one.
+    """
+    root = Path(bundle_root)
+    if records is None:
+        records = bundle_records(root)
+    answers = []
+    for precision in AUTO_ORDER:
+        if precision not in onnx_sha256:
+            continue
+        found = lookup(root, model=model, onnx_sha256=onnx_sha256[precision], target=target,
+                       precision=precision, records=records)
+        if found.status == "fresh":
+            return found
+        answers.append(found)
+    stale = [a for a in answers if a.status == "stale"]
+    return stale[0] if stale else answers[0]
 
 
 def current_target() -> Target:

@@ -192,6 +192,34 @@ def tensorrt_info() -> dict[str, Any]:
     return {"version": getattr(module, "__version__", "unknown")}
 
 
+CUDA_PYTHON_MODULES = ("cuda.bindings", "cuda.cudart")  # new and old name of cuda-python's runtime API
+CUDA_PYTHON_ADVICE = (
+    "install cuda-python with the CUDA major version of the machine: pip install 'cuda-python>=12,<13' "
+    "(JetPack 6 and TensorRT 10 base images are CUDA 12)"
+)
+
+
+def cuda_python_info() -> dict[str, Any]:
+    """Is cuda-python (which the TensorRT backend and `export build-engine` need) installed? Looked up, not imported."""
+    for name in CUDA_PYTHON_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # no `cuda` package at all
+            found = False
+        if found:
+            from importlib.metadata import PackageNotFoundError, version
+
+            dist_version: str | None = None
+            for dist in ("cuda-python", "cuda-bindings"):  # cuda-python >= 12.8 is a meta-package of cuda-bindings
+                try:
+                    dist_version = version(dist)
+                    break
+                except PackageNotFoundError:
+                    continue
+            return {"module": name, "version": dist_version}
+    return {"module": None, "version": None, "reason": "not installed (neither cuda.bindings nor cuda.cudart)"}
+
+
 def onnxruntime_info() -> dict[str, Any]:
     module, reason = _version_of("onnxruntime")
     if module is None:
@@ -272,6 +300,7 @@ def machine_info(root: Path = Path("/"), run: Runner = run_command) -> dict[str,
         "jetson": jetson,
         "power": power_info(jetson, run),
         "tensorrt": tensorrt_info(),
+        "cuda_python": cuda_python_info(),
         "onnxruntime": onnxruntime_info(),
         "opencv": opencv_info(),
         "torch": torch_info(),
@@ -318,6 +347,9 @@ def _backend_usable(name: str, info: dict[str, Any]) -> tuple[bool, str]:
         missing = []
         if not trt.get("version"):
             missing.append(f"TensorRT is not importable ({trt.get('reason')})")
+        cuda = info.get("cuda_python") or cuda_python_info()  # facts from older callers lack it
+        if not cuda.get("module"):
+            missing.append(f"cuda-python is missing ({cuda.get('reason', 'not installed')})")
         if not gpu.get("available"):
             missing.append(f"no NVIDIA GPU ({gpu.get('reason')})")
         if missing:
@@ -339,9 +371,16 @@ def _backend_usable(name: str, info: dict[str, Any]) -> tuple[bool, str]:
     return False, f"unknown backend {name!r}"
 
 
+def _only_cuda_python_missing(info: dict[str, Any]) -> bool:
+    """TensorRT imports and a GPU is there, but cuda-python is missing."""
+    cuda = info.get("cuda_python") or cuda_python_info()
+    return bool(info["tensorrt"].get("version") and info["gpu"].get("available") and not cuda.get("module"))
+
+
 BACKEND_ADVICE = {
-    "tensorrt": "install TensorRT on a machine with an NVIDIA GPU (JetPack ships it; on x86: "
-    "pip install 'edge-bus[tensorrt]' with an NVIDIA driver) or use --backend onnxruntime",
+    "tensorrt": "install TensorRT and cuda-python on a machine with an NVIDIA GPU (JetPack ships TensorRT: "
+    "python3-libnvinfer, then pip install 'cuda-python>=12,<13' in the venv; on x86: pip install "
+    "'tensorrt-cu12>=10,<11' 'cuda-python>=12,<13' with an NVIDIA driver) or use --backend onnxruntime",
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu for CUDA), or use --backend tensorrt on a GPU",
     "torchscript": "pip install 'edge-bus[train]' for PyTorch, or use --backend onnxruntime",
 }
@@ -354,14 +393,22 @@ def check_backend(info: dict[str, Any], name: str, device: str = "auto") -> Chec
     if name not in backend_names():
         return Check("backend", "fail", f"unknown backend {name!r}", f"choose one of: {', '.join(backend_names())}")
     if name == "auto":
+        skipped = []
         for candidate in AUTO_ORDER:
             usable, why = _backend_usable(candidate, info)
             if usable:
+                if skipped and _only_cuda_python_missing(info):  # TensorRT and a GPU are here: worth saying
+                    return Check("backend", "warn", f"auto -> {candidate}: {why}; TensorRT skipped: {skipped[0]}",
+                                 CUDA_PYTHON_ADVICE)  # fmt: skip
                 return Check("backend", "ok", f"auto -> {candidate}: {why}")
+            skipped.append(why)
         return Check("backend", "fail", "auto: no backend works here", BACKEND_ADVICE["onnxruntime"])
     usable, why = _backend_usable(name, info)
     if not usable:
-        return Check("backend", "fail", f"{name}: {why}", BACKEND_ADVICE[name])
+        advice = BACKEND_ADVICE[name]
+        if name == "tensorrt" and _only_cuda_python_missing(info):
+            advice = f"{CUDA_PYTHON_ADVICE}, or use --backend onnxruntime"
+        return Check("backend", "fail", f"{name}: {why}", advice)
     if name == "onnxruntime" and device.startswith("cuda"):
         providers = info["onnxruntime"].get("providers") or []
         if not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers):
@@ -446,8 +493,67 @@ def check_source(info: dict[str, Any], uri: str, root: Path = Path("/")) -> Chec
     return Check("source", "ok", f"{path}: file exists")
 
 
-def check_bundle(key: str, path: str, backend: str, allow_rejected: bool = False) -> Check:
-    """Does the bundle open, and does it hold what `backend` needs?"""
+def probe_engine_target() -> Any:
+    """This machine's engine_cache.Target, or a string saying why it cannot be known here."""
+    from edge_bus.engine_cache import current_target
+
+    try:
+        return current_target()
+    except Exception as exc:  # noqa: BLE001 - BackendError, or a TensorRT/CUDA install that breaks on import
+        return str(exc) or type(exc).__name__
+
+
+def _engine_check(key: str, path: str, bundle: Any, detail: str, backend: str, precision: str, target: Any) -> Check:
+    """Is there a fresh TensorRT engine of `bundle` for this machine (engine_cache.lookup)?"""
+    from edge_bus.engine_cache import AUTO_ORDER, bundle_records, lookup, source_kind
+    from edge_bus.errors import BundleError
+    from edge_bus.fileio import sha256_file
+
+    # backend tensorrt cannot run without a fresh engine; backend auto falls back to ONNX Runtime
+    bad = "fail" if backend == "tensorrt" else "warn"
+    then = "" if backend == "tensorrt" else "; backend auto will fall back to ONNX Runtime"
+    wanted = AUTO_ORDER if precision == "auto" else (precision,)
+    build = f"edge-bus export build-engine {path}" + ("" if precision == "auto" else f" --precision {precision}")
+    if target is None:
+        target = probe_engine_target()
+    if isinstance(target, str):
+        return Check(key, "warn", f"{detail}; TensorRT engines cannot be checked here: {target}",
+                     f"check on the device that runs them (`edge-bus info --config ...`); build them there: {build}")  # fmt: skip
+    # as the TensorRT backend: each precision's engine is built from its own ONNX file (int8 may use model.int8.onnx)
+    shas: dict[str, str] = {}
+    by_kind: dict[str, str] = {}  # hash each file once (a VGG-19 ONNX file is hundreds of MB)
+    try:
+        records = bundle_records(bundle.root, bundle.manifest.engines)
+        for p in wanted:
+            kind = source_kind(p, bundle.manifest.artifacts)
+            if kind in bundle.manifest.artifacts or precision != "auto":
+                if kind not in by_kind:
+                    by_kind[kind] = sha256_file(bundle.artifact_path(kind))
+                shas[p] = by_kind[kind]
+    except (BundleError, OSError) as exc:
+        return Check(key, bad, f"{detail}; cannot check its TensorRT engines: {exc}{then}",
+                     f"re-export the bundle with an ONNX model, then: {build}")  # fmt: skip
+    problems = []
+    for p, sha in shas.items():
+        found = lookup(bundle.root, model=bundle.manifest.model, onnx_sha256=sha, target=target,
+                       precision=p, records=records)  # fmt: skip
+        if found.status == "fresh":
+            return Check(key, "ok", f"{detail}; fresh {p} TensorRT engine {found.record.path} for {target.describe()}")
+        if found.status == "stale":
+            problems.append(f"stale {p} engine {found.record.path} ({'; '.join(found.reasons)})")
+    asked = "any precision" if precision == "auto" else precision
+    problem = "; ".join(problems) if problems else f"no TensorRT engine ({asked}) in {path}/engines"
+    return Check(key, bad, f"{detail}; no fresh engine for {target.describe()}: {problem}{then}",
+                 f"build it on this machine: {build}")  # fmt: skip
+
+
+def check_bundle(key: str, path: str, backend: str, allow_rejected: bool = False, *, precision: str = "auto",
+                 info: dict[str, Any] | None = None, target: Any = None) -> Check:  # fmt: skip
+    """Does the bundle open, does it hold what `backend` needs, and (TensorRT) is its engine fresh here?
+
+    `target`: an engine_cache.Target, a string saying why it is unknown, or None to probe this machine.
+    With backend auto, engines are checked only when `info` says TensorRT is usable here.
+    """
     from edge_bus.bundle import open_bundle
     from edge_bus.errors import BundleError
 
@@ -458,20 +564,23 @@ def check_bundle(key: str, path: str, backend: str, allow_rejected: bool = False
         return Check(key, "fail", str(exc), "export it with `edge-bus export` and copy the whole folder")
     artifacts = bundle.manifest.artifacts
     detail = f"{bundle.manifest.model} ({bundle.manifest.task}, {bundle.manifest.status}); artifacts: {', '.join(sorted(artifacts)) or 'none'}"
-    needs = {"onnxruntime": ("onnx", "onnx_int8"), "torchscript": ("torchscript",), "tensorrt": ("tensorrt", "onnx")}
+    needs = {"onnxruntime": ("onnx", "onnx_int8"), "torchscript": ("torchscript",), "tensorrt": ("onnx",)}
     wanted = needs.get(backend, tuple(a for v in needs.values() for a in v))
     if not set(wanted) & set(artifacts):
         return Check(key, "fail", f"{path}: no artifact for backend {backend} ({detail})",
                      f"re-export with one of: {', '.join(wanted)}, or choose another backend")  # fmt: skip
-    if backend == "tensorrt" and not bundle.manifest.engines:
-        return Check(key, "warn", f"{detail}; no TensorRT engine built yet",
-                     f"build it on this device: edge-bus export build-engine {path}")  # fmt: skip
+    tensorrt_here = info is not None and _backend_usable("tensorrt", info)[0]
+    if backend == "tensorrt" or (backend == "auto" and tensorrt_here and "onnx" in artifacts):
+        return _engine_check(key, path, bundle, detail, backend, precision, target)
     return Check(key, "ok", detail)
 
 
 def diagnose(info: dict[str, Any], config: Any = None, *, backend: str | None = None, source: str | None = None,
-             root: Path = Path("/")) -> list[Check]:  # fmt: skip
-    """Checks for a run configuration (a RunConfig) and/or an explicit backend and source."""
+             root: Path = Path("/"), target: Any = None) -> list[Check]:  # fmt: skip
+    """Checks for a run configuration (a RunConfig) and/or an explicit backend and source.
+
+    `target` as for check_bundle; None probes this machine (once) when an engine must be checked.
+    """
     backend = backend or (config.backend if config is not None else None)
     source = source or (config.source if config is not None else None)
     checks = []
@@ -480,15 +589,19 @@ def diagnose(info: dict[str, Any], config: Any = None, *, backend: str | None = 
     if source is not None:
         checks.append(check_source(info, source, root))
     if config is not None:
+        precision = getattr(config, "precision", "auto")
         for key in ("classifier", "segmenter"):
             path = getattr(config, key)
             if path:
-                checks.append(check_bundle(key, path, backend or "auto", config.allow_rejected))
+                if target is None and (backend == "tensorrt" or (backend == "auto" and _backend_usable("tensorrt", info)[0])):
+                    target = probe_engine_target()
+                checks.append(check_bundle(key, path, backend or "auto", config.allow_rejected,
+                                           precision=precision, info=info, target=target))  # fmt: skip
     return checks
 
 
 __all__ = [
     "machine_info", "cpu_info", "memory_info", "gpu_info", "jetson_info", "power_info", "tensorrt_info",
-    "onnxruntime_info", "opencv_info", "parse_opencv_build_info", "torch_info", "capture_devices", "run_command",
-    "Check", "check_backend", "check_source", "check_bundle", "diagnose",
+    "onnxruntime_info", "cuda_python_info", "opencv_info", "parse_opencv_build_info", "torch_info", "capture_devices", "run_command",
+    "Check", "check_backend", "check_source", "check_bundle", "diagnose", "probe_engine_target",
 ]  # fmt: skip

@@ -79,3 +79,25 @@ def test_bad_config_is_a_user_error(tmp_path):
     cfg.write_text("source: x\nclassifier: y\nbatch: 0\n")
     result = invoke("--config", str(cfg))
     assert result.exit_code == 2 and "'batch'" in result.output
+
+
+@pytest.mark.skipif(bool(FACTS["tensorrt"]["version"]), reason="TensorRT is installed here")
+def test_engines_cannot_be_checked_without_tensorrt(tmp_path):
+    from tests.test_sysinfo import _target, engine_bundle
+
+    bundle = engine_bundle(tmp_path / "cls", {"fp16": _target()})  # an engine record from some Orin
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"source: {tmp_path}\nclassifier: {bundle}\nbackend: tensorrt\n")
+    result = invoke("--config", str(cfg), "--json")
+    assert result.exit_code == 1  # the tensorrt backend itself fails here
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    assert checks["classifier"]["status"] == "warn"  # the record is not trusted, nor called stale
+    assert "cannot be checked here" in checks["classifier"]["detail"] and "TensorRT" in checks["classifier"]["detail"]
+    assert f"edge-bus export build-engine {bundle}" in checks["classifier"]["advice"]
+
+
+def test_facts_show_cuda_python():
+    result = invoke()
+    assert "cuda-python" in result.output
+    doc = json.loads(invoke("--json").output)
+    assert "module" in doc["machine"]["cuda_python"]

@@ -137,7 +137,8 @@ def facts(**over):
 def test_backend_checks():
     fail = check_backend(facts(), "tensorrt")
     assert fail.failed and "--backend onnxruntime" in fail.advice and "TensorRT" in fail.detail
-    ok = check_backend(facts(gpu={"available": True, "name": "Orin"}, tensorrt={"version": "10.3.0"}), "tensorrt")
+    ok = check_backend(facts(gpu={"available": True, "name": "Orin"}, tensorrt={"version": "10.3.0"},
+                             cuda_python={"module": "cuda.bindings", "version": "12.6.0"}), "tensorrt")  # fmt: skip
     assert ok.status == "ok" and "10.3.0" in ok.detail
     assert "auto -> onnxruntime" in check_backend(facts(), "auto").detail
     cuda = check_backend(facts(), "onnxruntime", device="cuda")
@@ -196,3 +197,152 @@ def test_machine_info_does_not_import_torch():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# -- cuda-python and TensorRT engines ---------------------------------------------------------
+
+TRT_HERE = {"gpu": {"available": True, "name": "Orin"}, "tensorrt": {"version": "10.3.0"}}
+CUDA_PY = {"module": "cuda.bindings", "version": "12.6.0"}
+NO_CUDA_PY = {"module": None, "version": None, "reason": "not installed"}
+
+
+def test_tensorrt_backend_needs_cuda_python():
+    ok = check_backend(facts(**TRT_HERE, cuda_python=CUDA_PY), "tensorrt")
+    assert ok.status == "ok"
+    fail = check_backend(facts(**TRT_HERE, cuda_python=NO_CUDA_PY), "tensorrt")
+    assert fail.failed and "cuda-python" in fail.detail and "cuda-python>=12,<13" in fail.advice
+    auto = check_backend(facts(**TRT_HERE, cuda_python=NO_CUDA_PY), "auto")
+    assert auto.status == "warn" and "auto -> onnxruntime" in auto.detail and "cuda-python" in auto.advice
+    assert check_backend(facts(**TRT_HERE, cuda_python=CUDA_PY), "auto").detail.startswith("auto -> tensorrt")
+
+
+def test_cuda_python_probe_never_raises(monkeypatch):
+    import importlib.util
+
+    def no_cuda(name, *a, **k):
+        raise ModuleNotFoundError("No module named 'cuda'")
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_cuda)
+    assert sysinfo.cuda_python_info() == {"module": None, "version": None,
+                                          "reason": "not installed (neither cuda.bindings nor cuda.cudart)"}  # fmt: skip
+
+
+def test_machine_info_reports_cuda_python(tmp_path):
+    info = machine_info(root=tmp_path, run=lambda cmd: None)
+    assert set(info["cuda_python"]) >= {"module", "version"}
+
+
+def _target(**over):
+    from edge_bus.engine_cache import Target
+
+    return Target(**{"trt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", **over})
+
+
+def engine_bundle(root: Path, engines: dict[str, object] | None = None) -> Path:
+    """A bundle with a (fake) model.onnx and engines {precision: Target built for}, files present."""
+    from edge_bus.bundle import Manifest, TensorSpec, write_manifest
+    from edge_bus.data.preprocess import PreprocessSpec
+    from edge_bus.engine_cache import file_sha256, make_record, write_record
+
+    root.mkdir(parents=True)
+    (root / "model.onnx").write_bytes(b"onnx bytes")
+    manifest = Manifest(task="classification", model="tiny", classes=["benign", "malignant", "normal"],
+                        input=TensorSpec("input", ["batch", 1, 64, 64]), output=TensorSpec("logits", ["batch", 3]),
+                        preprocessing=PreprocessSpec(size=64), artifacts={"onnx": "model.onnx"}, status="accepted")  # fmt: skip
+    write_manifest(manifest, root / "manifest.json")
+    sha = file_sha256(root / "model.onnx")
+    for precision, target in (engines or {}).items():
+        record = make_record("tiny", sha, target, precision)
+        write_record(record, root)
+        (root / record.path).write_bytes(b"engine")
+    return root
+
+
+def test_bundle_engine_fresh_stale_and_missing(tmp_path):
+    here = _target()
+    fresh = engine_bundle(tmp_path / "fresh", {"fp16": here})
+    ok = sysinfo.check_bundle("classifier", str(fresh), "tensorrt", precision="auto", target=here)
+    assert ok.status == "ok" and "fresh fp16" in ok.detail
+    assert sysinfo.check_bundle("classifier", str(fresh), "tensorrt", precision="fp16", target=here).status == "ok"
+    # an fp32 run needs an fp32 engine: the fp16 one does not count
+    fp32 = sysinfo.check_bundle("classifier", str(fresh), "tensorrt", precision="fp32", target=here)
+    assert fp32.failed and f"edge-bus export build-engine {fresh} --precision fp32" in fp32.advice
+
+    # built on another GPU / TensorRT: a record exists but must not be trusted
+    stale = engine_bundle(tmp_path / "stale", {"fp16": _target(gpu_name="NVIDIA GeForce RTX 3060", compute_capability="8.6")})
+    bad = sysinfo.check_bundle("classifier", str(stale), "tensorrt", precision="auto", target=here)
+    assert bad.failed and "stale fp16" in bad.detail and "RTX 3060" in bad.detail
+    assert bad.advice.endswith(f"edge-bus export build-engine {stale}")
+    upgraded = sysinfo.check_bundle("classifier", str(fresh), "tensorrt", target=_target(trt_version="10.7.0"))
+    assert upgraded.failed and "TensorRT 10.3.0" in upgraded.detail
+
+    # an engine record whose file was deleted is not fresh either
+    (next((fresh / "engines").glob("*.engine"))).unlink()
+    gone = sysinfo.check_bundle("classifier", str(fresh), "tensorrt", target=here)
+    assert gone.failed and "missing" in gone.detail
+
+    none = engine_bundle(tmp_path / "none")
+    missing = sysinfo.check_bundle("classifier", str(none), "tensorrt", target=here)
+    assert missing.failed and "no TensorRT engine" in missing.detail and "build-engine" in missing.advice
+
+
+def test_bundle_engine_auto_precision_takes_any_fresh_engine(tmp_path):
+    here = _target()
+    int8_only = engine_bundle(tmp_path / "int8", {"int8": here, "fp16": _target(trt_version="8.6.2")})
+    ok = sysinfo.check_bundle("segmenter", str(int8_only), "tensorrt", precision="auto", target=here)
+    assert ok.status == "ok" and "fresh int8" in ok.detail
+
+
+def test_bundle_engine_with_backend_auto_warns_and_falls_back(tmp_path):
+    here = _target()
+    stale = engine_bundle(tmp_path / "stale", {"fp16": _target(trt_version="8.6.2")})
+    usable = facts(**TRT_HERE, cuda_python=CUDA_PY)
+    warn = sysinfo.check_bundle("classifier", str(stale), "auto", info=usable, target=here)
+    assert warn.status == "warn" and "fall back to ONNX Runtime" in warn.detail and "build-engine" in warn.advice
+    # no TensorRT here: backend auto means ONNX Runtime, engines are not this machine's business
+    assert sysinfo.check_bundle("classifier", str(stale), "auto", info=facts(), target=here).status == "ok"
+
+
+def test_bundle_engines_cannot_be_checked_without_tensorrt(tmp_path):
+    bundle = engine_bundle(tmp_path / "b", {"fp16": _target()})
+    why = "TensorRT is not installed here"
+    check = sysinfo.check_bundle("classifier", str(bundle), "tensorrt", target=why)
+    assert check.status == "warn" and "cannot be checked here" in check.detail and why in check.detail
+    assert f"edge-bus export build-engine {bundle}" in check.advice
+
+
+def test_diagnose_uses_the_configured_precision_and_probes_once(tmp_path, monkeypatch):
+    from edge_bus.runtime.config import RunConfig
+
+    here = _target()
+    cls = engine_bundle(tmp_path / "cls", {"fp16": here})
+    seg = engine_bundle(tmp_path / "seg", {"fp16": here})
+    probes = []
+    monkeypatch.setattr(sysinfo, "probe_engine_target", lambda: probes.append(1) or here)
+    info = facts(**TRT_HERE, cuda_python=CUDA_PY)
+    config = RunConfig(source="synthetic://", classifier=str(cls), segmenter=str(seg), backend="tensorrt")
+    checks = {c.name: c for c in sysinfo.diagnose(info, config)}
+    assert checks["classifier"].status == "ok" and checks["segmenter"].status == "ok" and probes == [1]
+    int8 = {c.name: c for c in sysinfo.diagnose(info, config.merged(precision="int8"), target=here)}
+    assert int8["classifier"].failed and "--precision int8" in int8["classifier"].advice
+
+
+def test_int8_engine_is_checked_against_the_int8_onnx_model(tmp_path):
+    """An int8 engine is built from model.int8.onnx when the bundle has one (engine_cache.source_kind)."""
+    import json
+
+    from edge_bus.engine_cache import file_sha256, make_record, write_record
+
+    here = _target()
+    bundle = engine_bundle(tmp_path / "b")
+    (bundle / "model.int8.onnx").write_bytes(b"qdq onnx")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"]["onnx_int8"] = "model.int8.onnx"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    record = make_record("tiny", file_sha256(bundle / "model.int8.onnx"), here, "int8")
+    write_record(record, bundle)
+    (bundle / record.path).write_bytes(b"engine")
+    assert sysinfo.check_bundle("classifier", str(bundle), "tensorrt", precision="int8", target=here).status == "ok"
+    (bundle / "model.int8.onnx").write_bytes(b"re-quantized")
+    stale = sysinfo.check_bundle("classifier", str(bundle), "tensorrt", precision="int8", target=here)
+    assert stale.failed and "another model.onnx" in stale.detail

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_bus.fileio import write_json_atomic
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{now:%Y-%m-%d}-{record['host']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json_atomic(path, record)
     lt = record["live"]["latency_total_ms"]
     print(json.dumps(record, indent=2))
     print(f"""

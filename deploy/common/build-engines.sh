@@ -46,9 +46,24 @@ if [[ -z "${trt_version}" ]]; then
     log "TensorRT is not importable in ${venv}; skipping (backend auto will use ONNX Runtime)"
     exit 0
 fi
+# `edge-bus export build-engine` drives CUDA through cuda-python (cuda.bindings, or cuda.cudart before 12.6)
+if ! "${venv}/bin/python" -c 'from edge_bus.engine_cache import cudart_module; cudart_module()' 2>/dev/null; then
+    advice="install it: ${venv}/bin/pip install 'cuda-python>=12,<13' (CUDA 12: JetPack 6, TensorRT 10)"
+    if [[ "${backend}" == "tensorrt" ]]; then
+        log "cuda-python is not importable in ${venv}, TensorRT cannot build engines; ${advice}"
+        exit 1
+    fi
+    log "cuda-python is not importable in ${venv}; skipping (backend auto will use ONNX Runtime); ${advice}"
+    exit 0
+fi
+# precision auto runs the best fresh engine (fp16 first): build fp16, build-engine's default
+build_precision="${precision}"
+if [[ "${precision}" == "auto" ]]; then
+    build_precision="fp16"
+fi
 
 stamp="$({
-    printf 'tensorrt %s precision %s\n' "${trt_version}" "${precision}"
+    printf 'tensorrt %s precision %s\n' "${trt_version}" "${build_precision}"
     cat /etc/nv_tegra_release 2>/dev/null || true
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
     sha256sum "${config}"
@@ -63,8 +78,8 @@ if [[ -f "${stamp_file}" && "$(cat "${stamp_file}")" == "${stamp}" ]]; then
 fi
 
 for bundle in "${bundles[@]}"; do
-    log "building ${precision} engine for ${bundle} with TensorRT ${trt_version} (this takes minutes)"
-    "${venv}/bin/edge-bus" export build-engine "${bundle}" --precision "${precision}"
+    log "building ${build_precision} engine for ${bundle} with TensorRT ${trt_version} (this takes minutes)"
+    "${venv}/bin/edge-bus" export build-engine "${bundle}" --precision "${build_precision}"
 done
 printf '%s\n' "${stamp}" > "${stamp_file}.tmp"
 mv -f "${stamp_file}.tmp" "${stamp_file}"

@@ -45,7 +45,9 @@ fi
 ensure_user
 deps=(-r "${here}/requirements-runtime.txt")
 if [[ "${tensorrt}" == yes ]]; then
-    deps+=("tensorrt>=10,<11" "cuda-python>=12")
+    # one CUDA major for both: TensorRT 10's CUDA 12 wheel (the bare `tensorrt` may pick another CUDA)
+    # and cuda-python 12; the NVIDIA driver must support CUDA 12 (nvidia-smi shows "CUDA Version")
+    deps+=("tensorrt-cu12>=10,<11" "cuda-python>=12,<13")
 fi
 make_venv "${src}" "${deps[@]}"
 

@@ -44,14 +44,14 @@ export_app = typer.Typer(
 @export_app.command(DEFAULT_COMMAND, help="Export CHECKPOINT into a bundle folder (the default command).")
 @user_errors
 def export_checkpoint(
-    checkpoint: Path = typer.Argument(..., help="checkpoint written by `edge-bus train`"),
+    checkpoint: Path = typer.Argument(..., help="checkpoint written by `edge-bus train`, or an ensemble.json"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="bundle folder (default: <checkpoint stem>-bundle)"),
     formats: Optional[str] = typer.Option(None, help="comma list of onnx, torchscript, onnx_int8, tensorrt [onnx,torchscript,tensorrt]"),
     precision: Optional[str] = typer.Option(None, help="TensorRT precisions, comma list of fp32, fp16, int8 [fp16]"),
     batch: Optional[str] = typer.Option(None, help="batch range MIN:MAX [1:8]"),
     size: Optional[int] = typer.Option(None, help="input size (default: the checkpoint's)"),
     recipe: Optional[Path] = typer.Option(None, help="export recipe (export/*.yaml); options given here override it"),
-    pack: Optional[Path] = typer.Option(None, help="packed cache (.npz): parity on its val split, calibration on train"),
+    pack: Optional[Path] = typer.Option(None, help="packed cache (.npz): parity on its val split, calibration on train [the pack the checkpoint records]"),
     data: Optional[Path] = typer.Option(None, help="BUSI folder to draw parity/calibration images from (no pack)"),
     parity_images: Optional[int] = typer.Option(None, help="images in the parity gate [32]"),
     calibration_images: Optional[int] = typer.Option(None, help="INT8 calibration images [64]"),

@@ -54,6 +54,9 @@ def _facts_table(info: dict[str, Any]):
     else:
         table.add_row("Jetson", "[dim]no[/]")
     table.add_row("TensorRT", _or_reason(info["tensorrt"].get("version"), info["tensorrt"]))
+    cuda = info.get("cuda_python", {})
+    found = cuda.get("module") and f"{cuda.get('version') or 'unknown version'} ({cuda['module']})"
+    table.add_row("cuda-python", _or_reason(found, cuda))
     ort = info["onnxruntime"]
     table.add_row(
         "ONNX Runtime",

@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         classifier: Optional[Path] = typer.Option(None, "--classifier", help="classification bundle folder"),
         segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="segmentation bundle folder"),
         backend: Optional[str] = typer.Option(None, "--backend", help="auto | tensorrt | onnxruntime | torchscript (default auto)"),
-        precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | fp16 | int8"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | fp16 | int8 (default auto: the best fresh TensorRT engine, else FP32)"),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder (results.jsonl, overlay.mp4, masks/)"),
         batch: Optional[int] = typer.Option(None, "--batch", help="max batch of the dynamic batcher (default 4)"),

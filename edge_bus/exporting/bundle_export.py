@@ -6,6 +6,7 @@ parity); this module only orders them, shows progress and writes the manifest.
 
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,11 +16,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from edge_bus.bundle import MANIFEST_NAME, PARITY_NAME, Manifest, TensorSpec, open_bundle, write_manifest
-from edge_bus.engine_cache import ENGINES_DIR, PRECISIONS, bundle_records, check_precision, file_sha256, lookup
+from edge_bus.engine_cache import ENGINES_DIR, PRECISIONS, bundle_records, check_precision, lookup, source_kind
 from edge_bus.errors import BackendError, BundleError, ConfigError
 from edge_bus.exporting import parity as P
-from edge_bus.exporting.calibration import ImageSet, image_set
+from edge_bus.exporting.calibration import ImageSet, image_set, training_pack
 from edge_bus.exporting.source import ModelSpec, library_versions, resolve_source
+from edge_bus.fileio import sha256_file
 
 FORMATS = ("onnx", "onnx_int8", "torchscript", "tensorrt")
 FILES = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "torchscript": "model.ts"}
@@ -152,62 +154,124 @@ def export_bundle(
     overwrite: bool = True,
     progress: bool = False,
 ) -> ExportResult:
-    """Export a checkpoint (path) or ModelSpec into a bundle folder; gate every artifact.
+    """Export a checkpoint/ensemble (path) or ModelSpec into a bundle folder; gate every artifact.
 
     Writes manifest.json, model.onnx (always: engines and INT8 derive from it), the requested
     other formats, engines/ (TensorRT where importable), parity.json and parity_reference.npz.
     The manifest status is "accepted"/"rejected" from the gate, "unchecked" when latency_only.
-    """
-    from edge_bus.exporting.to_onnx import ort_session, run_onnx  # noqa: PLC0415
-    from edge_bus.exporting.to_torchscript import run_torch  # noqa: PLC0415
 
+    Parity and INT8 calibration images: --pack / --data, else (trained models) the pack recorded in
+    the checkpoint when it still holds the training split, else ConfigError. Phantoms only for
+    untrained or latency-only exports.
+
+    The bundle is built in a sibling folder OUT.tmp-<pid> and moved into place only when every
+    step succeeded: a failed export leaves an existing bundle untouched and never blocks a retry.
+    """
     formats = parse_formats(formats)
+    formats.sort(key=FORMATS.index)  # onnx_int8 before tensorrt (the INT8 engine is built from it)
     precisions = parse_precisions(precisions)
+    if "tensorrt" in formats and "int8" in precisions and "onnx_int8" not in formats:
+        formats.insert(formats.index("tensorrt"), "onnx_int8")  # explicit quantization needs the QDQ model
     lo, hi = parse_batch(batch_range)
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"{root}: exists and is not a folder; choose another --out")
+    if root.is_dir() and any(root.iterdir()):
+        if not overwrite:
+            raise BundleError(f"{root}: folder is not empty; choose another --out or allow overwriting")
+        if not (root / MANIFEST_NAME).is_file():
+            raise BundleError(f"{root}: not empty and not a bundle; refusing to write into it, choose another --out")
     src = resolve_source(source, size=size)
     if expect_model and src.name != expect_model:
         raise ConfigError(
             f"{recipe or 'recipe'}: written for model '{expect_model}' but {source} holds '{src.name}'; "
             "pick the recipe of that model"
         )
-    S = src.spec.size
-    root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise BundleError(f"{root}: folder is not empty; choose another --out or allow overwriting")
-        if not (root / MANIFEST_NAME).is_file():
-            raise BundleError(f"{root}: not empty and not a bundle; refusing to write into it, choose another --out")
-        for name in (*FILES.values(), PARITY_NAME, P.REFERENCE_NAME, CALIBRATION_NAME, MANIFEST_NAME):
-            (root / name).unlink(missing_ok=True)
-        shutil.rmtree(root / ENGINES_DIR, ignore_errors=True)
-    (root / ENGINES_DIR).mkdir(parents=True, exist_ok=True)
     messages: list[str] = []
+    phantoms = latency_only or not src.trained
+    if src.trained and not pack and not data:
+        pack = training_pack(src.recorded_pack, src.split_hash, str(source))
+        if pack:
+            messages.append(f"parity and calibration images from the training pack {pack} (recorded in {source})")
+        elif not phantoms:
+            recorded = f"its recorded pack {src.recorded_pack} is not here" if src.recorded_pack else "it records no pack"
+            raise ConfigError(
+                f"{source}: the parity gate of a trained model needs its data and {recorded}; "
+                "pass --pack PACK.npz (the pack it was trained from) or --data BUSI_FOLDER"
+            )
+    elif pack and src.split_hash:
+        from edge_bus.data.pack import load_pack  # noqa: PLC0415
 
-    steps = 3 + len(formats)
-    bar = _Progress(progress, steps)
+        if load_pack(pack).split_hash != src.split_hash:
+            messages.append(f"warning: {pack} holds another split than the one {source} was trained on; "
+                            "its val images may include training images")
+
+    work = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / ENGINES_DIR).mkdir(parents=True)
+    try:
+        manifest, report = _export_into(
+            work, root, src, formats=formats, precisions=precisions, batch=(lo, hi), pack=pack, data=data,
+            phantoms=phantoms, parity_images=parity_images, calibration_images=calibration_images,
+            workspace_gb=workspace_gb, opset=opset, latency_only=latency_only, recipe=recipe,
+            messages=messages, progress=progress,
+        )
+        _swap_in(work, root)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if not src.trained and not latency_only:
+        messages.append("the model is freshly initialized (no checkpoint): parity shows export fidelity only")
+    return ExportResult(root, manifest, report, messages)
+
+
+def _swap_in(work: Path, root: Path) -> None:
+    """Replace `root` by the finished `work` folder with renames (the old bundle goes last)."""
+    if not root.exists():
+        os.replace(work, root)
+        return
+    old = root.with_name(f"{root.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(root, old)
+    try:
+        os.replace(work, root)
+    except BaseException:
+        os.replace(old, root)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_into(work: Path, root: Path, src, *, formats, precisions, batch, pack, data, phantoms, parity_images,
+                 calibration_images, workspace_gb, opset, latency_only, recipe, messages, progress):
+    """Every export step, writing into `work`; messages name the final folder `root`."""
+    from edge_bus.exporting.to_onnx import export_onnx, ort_session, run_onnx  # noqa: PLC0415
+    from edge_bus.exporting.to_torchscript import run_torch  # noqa: PLC0415
+
+    lo, hi = batch
+    S = src.spec.size
+    bar = _Progress(progress, 3 + len(formats))
     with bar.run():
         # Reference outputs of the FP32 PyTorch model on the parity images.
         bar.step("parity images + FP32 reference")
         n_parity = min(parity_images, 4) if latency_only else parity_images
-        images: ImageSet = image_set(pack=pack, data=data, split="val", n=n_parity, size=S, seed=0)
+        images: ImageSet = image_set(pack=pack, data=data, split="val", n=n_parity, size=S, seed=0, phantoms=phantoms)
         inputs = images.inputs(src.spec)
         ref_logits = run_torch(src.model, inputs)
         ref = P.make_reference(src.task, ref_logits, images.images, images.masks, images.labels, src.threshold, images.source)
         bar.done()
 
         bar.step("ONNX export")
-        from edge_bus.exporting.to_onnx import export_onnx  # noqa: PLC0415
-
         artifacts: dict[str, str] = {}
-        onnx_path = export_onnx(src.model, root / FILES["onnx"], size=S, opset=opset, max_batch=max(hi, 64))
+        onnx_path = export_onnx(src.model, work / FILES["onnx"], size=S, opset=opset, max_batch=max(hi, 64))
         artifacts["onnx"] = FILES["onnx"]
         outputs: dict[tuple[str, str], np.ndarray] = {("onnx", "fp32"): run_onnx(ort_session(onnx_path), inputs)}
         bar.done()
 
         calib: ImageSet | None = None
-        if "onnx_int8" in formats or ("tensorrt" in formats and "int8" in precisions):
-            calib = image_set(pack=pack, data=data, split="train", n=calibration_images, size=S, seed=1)
-            np.savez_compressed(root / CALIBRATION_NAME, images=calib.images, source=np.array(calib.source))
+        if "onnx_int8" in formats:
+            calib = image_set(pack=pack, data=data, split="train", n=calibration_images, size=S, seed=1,
+                              phantoms=phantoms, purpose="INT8 calibration")
+            np.savez_compressed(work / CALIBRATION_NAME, images=calib.images, source=np.array(calib.source))
 
         trt_info: dict[str, Any] = {"precisions": precisions, "built": []}
         for fmt in formats:
@@ -218,15 +282,15 @@ def export_bundle(
             if fmt == "torchscript":
                 from edge_bus.exporting.to_torchscript import export_torchscript, load_torchscript  # noqa: PLC0415
 
-                export_torchscript(src.model, root / FILES["torchscript"], size=S)
+                export_torchscript(src.model, work / FILES["torchscript"], size=S)
                 artifacts["torchscript"] = FILES["torchscript"]
-                outputs[("torchscript", "fp32")] = run_torch(load_torchscript(root / FILES["torchscript"]), inputs)
+                outputs[("torchscript", "fp32")] = run_torch(load_torchscript(work / FILES["torchscript"]), inputs)
             elif fmt == "onnx_int8":
                 from edge_bus.exporting.quantize import quantize_int8  # noqa: PLC0415
 
-                quantize_int8(onnx_path, root / FILES["onnx_int8"], calib.inputs(src.spec))
+                quantize_int8(onnx_path, work / FILES["onnx_int8"], calib.inputs(src.spec))
                 artifacts["onnx_int8"] = FILES["onnx_int8"]
-                outputs[("onnx_int8", "int8")] = run_onnx(ort_session(root / FILES["onnx_int8"]), inputs)
+                outputs[("onnx_int8", "int8")] = run_onnx(ort_session(work / FILES["onnx_int8"]), inputs)
             elif fmt == "tensorrt":
                 target, reason = _tensorrt_target_or_reason()
                 if target is None:
@@ -236,8 +300,8 @@ def export_bundle(
                         f"build them on the target with: edge-bus export build-engine {root} --precision {','.join(precisions)}"
                     )
                 else:
-                    records = _build_and_run(root, src.name, onnx_path, target, precisions, (lo, hi), S,
-                                             workspace_gb, calib, src.spec, inputs, outputs, ref, src)
+                    records = _build_and_run(work, src, artifacts, target, precisions, (lo, hi), workspace_gb,
+                                             inputs, outputs)
                     trt_info["built"] = [r.to_dict() for r in records]
             bar.done()
 
@@ -253,8 +317,8 @@ def export_bundle(
             records = [P.compare(ref, out, artifact=kind, precision=prec) for (kind, prec), out in outputs.items()]
             report = P.summarize(records, latency_only=False, source=ref.source)
             status = "accepted" if report["passed"] else "rejected"
-        P.write_parity(report, root / PARITY_NAME)
-        P.save_reference(ref, root / P.REFERENCE_NAME)
+        P.write_parity(report, work / PARITY_NAME)
+        P.save_reference(ref, work / P.REFERENCE_NAME)
         bar.done()
 
     export_settings = {
@@ -264,7 +328,7 @@ def export_bundle(
         "input_size": S,
         "opset": opset,
         "onnx_exporter": "torch.onnx.export(dynamo=True)",
-        "onnx_sha256": file_sha256(onnx_path),
+        "onnx_sha256": sha256_file(onnx_path),
         "parity_images": ref.source,
         "parity_count": len(ref),
         "calibration": calib.describe() if calib is not None else None,
@@ -277,15 +341,14 @@ def export_bundle(
     manifest.engines = [r for r in trt_info.get("built", [])]
     if manifest.engines:
         manifest.artifacts["tensorrt"] = manifest.engines[-1]["path"]
-    write_manifest(manifest, root / MANIFEST_NAME)
-    if not src.trained and not latency_only:
-        messages.append("the model is freshly initialized (no checkpoint): parity shows export fidelity only")
-    return ExportResult(root, manifest, report, messages)
+    write_manifest(manifest, work / MANIFEST_NAME)
+    return manifest, report
 
 
-def _build_and_run(root, model_name, onnx_path, target, precisions, batch_range, size, workspace_gb, calib,
-                   spec, inputs, outputs, ref, src):
-    """Build each TensorRT precision and run it on the parity inputs (export on a GPU machine)."""
+def _build_and_run(work, src, artifacts, target, precisions, batch_range, workspace_gb, inputs, outputs):
+    """Build each TensorRT precision and run it on the parity inputs (export on a GPU machine).
+
+    INT8 is built from the QDQ model.int8.onnx (explicit quantization)."""
     from edge_bus.bundle import Bundle  # noqa: PLC0415
     from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
     from edge_bus.runtime.backends.base import BackendOptions  # noqa: PLC0415
@@ -293,14 +356,13 @@ def _build_and_run(root, model_name, onnx_path, target, precisions, batch_range,
 
     records = []
     for precision in precisions:
-        rec = build_engine(onnx_path, root, model=model_name, target=target, precision=precision,
-                           batch_range=batch_range, size=size, workspace_gb=workspace_gb,
-                           calibration=calib.inputs(spec) if (calib is not None and precision == "int8") else None,
-                           calibration_info=calib.describe() if (calib is not None and precision == "int8") else None)
+        onnx_file = work / artifacts[source_kind(precision, artifacts)]
+        rec = build_engine(onnx_file, work, model=src.name, target=target, precision=precision,
+                           batch_range=batch_range, size=src.spec.size, workspace_gb=workspace_gb)
         records.append(rec)
-        manifest = _manifest(src, artifacts={"onnx": FILES["onnx"]}, batch_range=batch_range, export={},
+        manifest = _manifest(src, artifacts=dict(artifacts), batch_range=batch_range, export={},
                              status="unchecked", latency_only=False, parity_summary={})
-        backend = TensorRTBackend(Bundle(root, manifest), root / rec.path, precision, BackendOptions(precision=precision))
+        backend = TensorRTBackend(Bundle(work, manifest), work / rec.path, precision, BackendOptions(precision=precision))
         try:
             outputs[("tensorrt", precision)] = backend(inputs)["logits"]
         finally:
@@ -339,15 +401,17 @@ def build_engines(
     from edge_bus.engine_cache import current_target  # noqa: PLC0415
     from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
 
-    bundle = open_bundle(bundle_dir)
-    precisions = parse_precisions(precisions)
-    onnx_path = bundle.artifact_path("onnx")
     from edge_bus.exporting.to_onnx import check_onnx  # noqa: PLC0415
 
-    check_onnx(onnx_path)
-    target = current_target()
+    bundle = open_bundle(bundle_dir)
+    precisions = parse_precisions(precisions)
     m = bundle.manifest
-    sha = file_sha256(onnx_path)
+    sources: dict[str, tuple[Path, str]] = {}  # precision -> (ONNX file it is built from, its sha256)
+    for precision in precisions:
+        path = bundle.artifact_path(source_kind(precision, m.artifacts))
+        check_onnx(path)
+        sources[precision] = (path, sha256_file(path))
+    target = current_target()
     messages: list[str] = []
     built: list[dict[str, Any]] = []
     existing = bundle_records(bundle.root, m.engines)
@@ -355,6 +419,7 @@ def build_engines(
     ref = P.load_reference(ref_path) if ref_path.is_file() else None
     parity = P.read_parity(bundle.root / PARITY_NAME)
     for precision in precisions:
+        onnx_path, sha = sources[precision]
         found = lookup(bundle.root, model=m.model, onnx_sha256=sha, target=target, precision=precision, records=existing)
         if found.status == "fresh" and not force:
             messages.append(f"{bundle.root / found.record.path}: up to date for {target.describe()}")
@@ -366,8 +431,8 @@ def build_engines(
                 stale_file.unlink(missing_ok=True)
         calib = None
         calib_info = None
-        if precision == "int8":
-            calib_set = _calibration_for(bundle.root, pack, data, calibration_images, m.preprocessing.size)
+        if precision == "int8" and onnx_path.name != FILES["onnx_int8"]:  # no QDQ model: implicit calibration
+            calib_set = _calibration_for(bundle, pack, data, calibration_images)
             calib, calib_info = calib_set.inputs(m.preprocessing), calib_set.describe()
         rec = build_engine(onnx_path, bundle.root, model=m.model, target=target, precision=precision,
                            batch_range=m.batch_range, size=m.preprocessing.size, workspace_gb=workspace_gb,
@@ -389,14 +454,21 @@ def build_engines(
     return built, messages
 
 
-def _calibration_for(root: Path, pack, data, n: int, size: int) -> ImageSet:
+def _calibration_for(bundle, pack, data, n: int) -> ImageSet:
+    """INT8 calibration images for a bundle: the set stored at export, --pack/--data, the training
+    pack recorded in the manifest, phantoms for latency-only bundles; else ConfigError."""
+    root, m = bundle.root, bundle.manifest
     stored = root / CALIBRATION_NAME
     if not pack and not data and stored.is_file():
         with np.load(stored, allow_pickle=False) as z:
             images = z["images"]
             source = str(z["source"])
         return ImageSet(images, np.zeros_like(images), np.full(len(images), -1, np.int64), f"bundle:{source}")
-    return image_set(pack=pack, data=data, split="train", n=n, size=size, seed=1)
+    if not pack and not data and not m.latency_only:
+        recorded = (m.provenance.get("train") or {}).get("pack")
+        pack = training_pack(recorded, m.provenance.get("split_hash") or "", str(root / MANIFEST_NAME))
+    return image_set(pack=pack, data=data, split="train", n=n, size=m.preprocessing.size, seed=1,
+                     phantoms=m.latency_only, purpose=f"INT8 calibration of {root}")
 
 
 def _gate_engine(bundle, rec, ref, parity: dict[str, Any]) -> dict[str, Any]:

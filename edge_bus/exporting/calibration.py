@@ -1,5 +1,7 @@
 """Image sets for the parity gate and INT8 calibration: a pack, a BUSI folder, or phantoms.
 
+A trained model is gated and calibrated on real images only: --pack, --data, or the pack recorded
+in its checkpoint (see `training_pack`). Phantoms serve latency-only bundles of untrained models.
 Every set is uint8 (N, S, S) images (= resize_gray(to_gray(img))), uint8 {0,1} masks and labels
 (-1 when unknown), so that `normalize` (THE preprocessing) turns them into model inputs.
 """
@@ -11,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_bus.data.busi import CLASSES
 from edge_bus.data.preprocess import PreprocessSpec, normalize
-from edge_bus.errors import DataError
+from edge_bus.errors import ConfigError, DataError
 
 
 @dataclass
@@ -58,7 +61,7 @@ def from_pack(path: str | Path, split: str, n: int, size: int, seed: int = 0) ->
 
 def from_busi(root: str | Path, split: str, n: int, size: int, seed: int = 0) -> ImageSet:
     """From a BUSI folder without a split manifest: a seeded pick; 'train' and 'val' picks are disjoint."""
-    from edge_bus.data.busi import CLASSES, index_busi, load_sample  # noqa: PLC0415
+    from edge_bus.data.busi import index_busi, load_sample  # noqa: PLC0415
 
     samples = sorted(index_busi(root).samples, key=lambda s: s.id)
     if not samples:
@@ -80,22 +83,51 @@ def from_phantoms(n: int, size: int, seed: int = 0) -> ImageSet:
     from edge_bus.data.synthetic import phantom_frame  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
-    kinds = ("benign", "malignant", False)  # class index = position in CLASSES
-    images, masks = [], []
+    images, masks, labels = [], [], []
     for i in range(n):
-        img, mask = phantom_frame(rng, size=(size, size), lesion=kinds[i % 3])
+        label = CLASSES[i % len(CLASSES)]
+        img, mask = phantom_frame(rng, size=(size, size), lesion=False if label == "normal" else label)
         images.append(img)
         masks.append((np.asarray(mask) > 0).astype(np.uint8))
-    labels = np.arange(n, dtype=np.int64) % 3
+        labels.append(CLASSES.index(label))
+    labels = np.asarray(labels, dtype=np.int64)
     return ImageSet(np.stack(images), np.stack(masks), labels, f"phantoms(seed={seed})")
 
 
+def training_pack(recorded: str | None, split_hash: str, where: str) -> str | None:
+    """The pack a model was trained from, when it still exists and holds the model's split.
+
+    None when nothing is recorded or the file is gone; ConfigError when it now holds another split
+    (it was rebuilt), since gating on it could gate on training images."""
+    if not recorded or not Path(recorded).is_file():
+        return None
+    from edge_bus.data.pack import load_pack  # noqa: PLC0415
+
+    try:
+        found = load_pack(recorded).split_hash
+    except DataError:
+        return None
+    if split_hash and found != split_hash:
+        raise ConfigError(
+            f"{where}: its training pack {recorded} now holds split {found[:12]}, the model was trained on "
+            f"{split_hash[:12]}; pass --pack with the pack of the training split (or --data)"
+        )
+    return str(recorded)
+
+
 def image_set(
-    *, pack: str | Path | None, data: str | Path | None, split: str, n: int, size: int, seed: int = 0
+    *, pack: str | Path | None, data: str | Path | None, split: str, n: int, size: int, seed: int = 0,
+    phantoms: bool = False, purpose: str = "the parity gate",
 ) -> ImageSet:
-    """Parity uses split='val', INT8 calibration split='train'."""
+    """Parity uses split='val', INT8 calibration split='train'. Phantoms only when `phantoms`
+    (untrained, latency-only exports); otherwise ConfigError asking for --pack or --data."""
     if pack:
         return from_pack(pack, split, n, size, seed)
     if data:
         return from_busi(data, split, n, size, seed)
+    if not phantoms:
+        raise ConfigError(
+            f"{purpose} of a trained model needs real images: pass --pack PACK.npz (the pack it was trained "
+            "from) or --data BUSI_FOLDER"
+        )
     return from_phantoms(n, size, seed=seed + (1000 if split == "train" else 0))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_bus.errors import BundleError
+from edge_bus.fileio import write_json_atomic
 
 REFERENCE_NAME = "parity_reference.npz"
 MIN_TOP1_AGREEMENT = 0.99
@@ -149,9 +150,7 @@ def summarize(records: list[dict[str, Any]], *, latency_only: bool, source: str)
 
 
 def write_parity(report: dict[str, Any], path: str | Path) -> Path:
-    p = Path(path)
-    p.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return p
+    return write_json_atomic(path, report)
 
 
 def read_parity(path: str | Path) -> dict[str, Any]:

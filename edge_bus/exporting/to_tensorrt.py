@@ -1,13 +1,21 @@
 """TensorRT engine builder (TensorRT 10 Python API), run on the device that will use the engine.
 
-ONNX file -> OnnxParser -> BuilderConfig (workspace limit, FP16/INT8 flags, timing cache,
-one optimization profile over the batch range) -> serialized engine + its engine_cache record.
-INT8 is calibrated with an IInt8EntropyCalibrator2 fed by THE preprocessing (the caller passes
-normalized float32 batches). tensorrt and cuda-python are imported inside the functions.
+ONNX file -> OnnxParser -> BuilderConfig (workspace limit, precision flags, a timing cache per
+TensorRT version + GPU, one optimization profile over the batch range) -> serialized engine + its
+engine_cache record.
+
+INT8: explicit quantization. The caller passes the bundle's QDQ model (model.int8.onnx, symmetric
+INT8 as TensorRT requires, already gated on the CPU); the network then carries Q/DQ layers and the
+builder only needs BuilderFlag.INT8. Implicit calibration (IInt8EntropyCalibrator2, deprecated
+since TensorRT 10.1) is kept as a fallback for a bundle without model.int8.onnx; its cache file is
+named by the SHA-256 of the calibration images so that other images never reuse it.
+tensorrt and cuda-python are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,14 +28,33 @@ from edge_bus.engine_cache import (
     Target,
     check_precision,
     cudart_module,
-    file_sha256,
     make_record,
+    timing_cache_path,
     write_record,
 )
 from edge_bus.errors import BackendError, BundleError
+from edge_bus.fileio import sha256_file
 
-TIMING_CACHE_NAME = "engines/timing.cache"
 DEFAULT_WORKSPACE_GB = 2.0
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def calibration_cache_path(engine_path: Path, calibration: np.ndarray) -> Path:
+    """<engine>.<sha256 of the calibration array>.calib: new images never reuse an old cache."""
+    arr = np.ascontiguousarray(calibration, dtype=np.float32)
+    digest = hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
+    return engine_path.with_name(f"{engine_path.stem}.{digest[:16]}.calib")
+
+
+def has_qdq(trt, network) -> bool:
+    """True when the parsed network carries Q/DQ layers (explicit quantization)."""
+    kinds = {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE}
+    return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
 def _make_calibrator(trt, batches: np.ndarray, cache_path: Path, batch_size: int):
@@ -60,12 +87,26 @@ def _make_calibrator(trt, batches: np.ndarray, cache_path: Path, batch_size: int
             return cache_path.read_bytes() if cache_path.is_file() else None
 
         def write_calibration_cache(self, cache):
-            cache_path.write_bytes(bytes(cache))
+            _write_bytes_atomic(cache_path, bytes(cache))
 
         def free(self):
             cudart.cudaFree(self.device)
 
     return EntropyCalibrator()
+
+
+def _timing_cache(trt, config, cache_file: Path, logger):
+    """Load this target's timing cache into `config`; start an empty one when it does not fit."""
+    blob = cache_file.read_bytes() if cache_file.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    if blob:
+        logger.log(trt.Logger.WARNING, f"{cache_file}: timing cache does not fit this TensorRT/GPU; starting a new one")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise BackendError(f"{cache_file}: TensorRT refused an empty timing cache; delete the file and rebuild")
+    return cache
 
 
 def build_engine(
@@ -83,16 +124,20 @@ def build_engine(
     calibration_info: dict[str, Any] | None = None,
     verbose: bool = False,
 ) -> EngineRecord:
-    """Build one engine from `onnx_path` into bundle_root/engines/ and write its record."""
+    """Build one engine from `onnx_path` into bundle_root/engines/ and write its record.
+
+    For int8 pass the QDQ model (explicit quantization); with a plain FP32 model, `calibration`
+    (float32 (N,1,S,S)) feeds the deprecated implicit calibrator instead.
+    """
     import tensorrt as trt  # noqa: PLC0415
 
     precision = check_precision(precision)
     onnx_path, root = Path(onnx_path), Path(bundle_root)
     lo, hi = batch_range
     record = make_record(
-        model, file_sha256(onnx_path), target, precision,
+        model, sha256_file(onnx_path), target, precision,
         batch_range=[lo, hi], input_size=size, workspace_bytes=int(workspace_gb * (1 << 30)),
-        calibration=calibration_info,
+        calibration=calibration_info, source_onnx=onnx_path.name,
     )
     engine_path = root / record.path
     engine_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +152,8 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, record.workspace_bytes)
-    cache_file = root / TIMING_CACHE_NAME
-    timing_cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    cache_file = timing_cache_path(root, target)
+    timing_cache = _timing_cache(trt, config, cache_file, logger)
 
     profile = builder.create_optimization_profile()
     opt = opt_batch or max(lo, min(hi, 4))
@@ -118,21 +162,26 @@ def build_engine(
     config.add_optimization_profile(profile)
 
     calibrator = None
+    qdq = has_qdq(trt, network)
+    if qdq and precision != "int8":
+        raise BundleError(f"{onnx_path}: this is a quantized (Q/DQ) model; build only int8 engines from it")
     if precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16 and precision == "fp16":
-            logger.log(trt.Logger.WARNING, "this GPU has no fast FP16; the engine may not be faster than FP32")
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without Q/DQ may run in FP16
     if precision == "int8":
-        if calibration is None or len(calibration) == 0:
-            raise BundleError(f"{onnx_path}: an INT8 engine needs calibration images (pass --pack or --data)")
         config.set_flag(trt.BuilderFlag.INT8)
-        calib_batch = max(1, min(hi, 8, len(calibration)))
-        calibrator = _make_calibrator(trt, calibration, engine_path.with_suffix(".calib"), calib_batch)
-        config.int8_calibrator = calibrator
-        calib_profile = builder.create_optimization_profile()
-        shape = (calib_batch, 1, size, size)
-        calib_profile.set_shape(name, shape, shape, shape)
-        config.set_calibration_profile(calib_profile)
+        if qdq:
+            record.quantization = "explicit (Q/DQ)"
+        else:
+            if calibration is None or len(calibration) == 0:
+                raise BundleError(f"{onnx_path}: an INT8 engine needs model.int8.onnx or calibration images (pass --pack or --data)")
+            record.quantization = "implicit (calibrator)"
+            calib_batch = max(1, min(hi, 8, len(calibration)))
+            calibrator = _make_calibrator(trt, calibration, calibration_cache_path(engine_path, calibration), calib_batch)
+            config.int8_calibrator = calibrator
+            calib_profile = builder.create_optimization_profile()
+            shape = (calib_batch, 1, size, size)
+            calib_profile.set_shape(name, shape, shape, shape)
+            config.set_calibration_profile(calib_profile)
 
     start = time.perf_counter()
     try:
@@ -147,7 +196,7 @@ def build_engine(
         )
     record.build_seconds = round(time.perf_counter() - start, 1)
     record.built_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    engine_path.write_bytes(bytes(serialized))
-    cache_file.write_bytes(bytes(timing_cache.serialize()))
+    _write_bytes_atomic(engine_path, bytes(serialized))
+    _write_bytes_atomic(cache_file, bytes(timing_cache.serialize()))
     write_record(record, root)
     return record

@@ -27,6 +27,7 @@ from torch import nn
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError
+from edge_bus.fileio import write_json_atomic
 from edge_bus.metrics import iou_per_image
 
 FORMAT = "edge-bus-ensemble"
@@ -119,6 +120,11 @@ class EnsembleModel:
                     f"{member}: preprocessing {ckpt.preprocessing.to_dict()} differs from the ensemble's "
                     f"{self.preprocessing.to_dict()}; members must be trained at the same resolution"
                 )
+            if self.split_hash and ckpt.split_hash != self.split_hash:
+                raise CheckpointError(
+                    f"{member}: trained on split {ckpt.split_hash[:12] or '(none)'}, but the ensemble's weights were "
+                    f"chosen on split {self.split_hash[:12]}; the member file was replaced: refit the ensemble"
+                )
             nets.append(ckpt.build_model())
         weights = self.weights if self.mode == "weighted" else None
         return EnsembleSegmenter(nets, weights).eval()
@@ -143,8 +149,7 @@ def save_ensemble(path: str | Path, model: EnsembleModel) -> Path:
         "dataset_sha256": model.dataset_sha256,
         "metrics": model.metrics,
     }
-    p.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return p
+    return write_json_atomic(p, data)
 
 
 def load_ensemble(path: str | Path, data: dict | None = None) -> EnsembleModel:

@@ -97,10 +97,9 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> None:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file (--init expects a state dict saved with torch.save)")
-    try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{p}: not a readable state dict ({type(exc).__name__}: {exc})") from None
+    from edge_bus.training.safe_load import safe_torch_load
+
+    data = safe_torch_load(p, what="state dict", hint="--init expects a state dict saved with torch.save or an edge-bus checkpoint")
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

@@ -4,6 +4,11 @@
 options given on the command line override the file (`RunConfig.merged`, where None means "not
 given"). Every error names the key at fault (and the file, when there is one) and says what to do.
 
+`precision` picks the artifact or engine: "auto" (the default) means TensorRT takes the best
+fresh engine built for this GPU (fp16, then fp32, then int8) and ONNX Runtime / TorchScript take
+FP32; "fp32" | "fp16" | "int8" ask for exactly that one (an error when the bundle has no such
+artifact, or no fresh engine of that precision for TensorRT).
+
 Paths (bundles, out, health_file, a file source) are used as written: relative paths are relative
 to the working directory of the process, so deployed configs use absolute paths.
 """
@@ -18,7 +23,7 @@ from typing import Any
 
 from edge_bus.errors import ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 SINKS = ("jsonl", "overlay", "masks", "window")
 ROI_MODES = ("none", "auto")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -36,7 +41,7 @@ class RunConfig:
     classifier: str | None = None  # bundle folder
     segmenter: str | None = None  # bundle folder (at least one of the two)
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torchscript
-    precision: str = "fp32"  # fp32 | fp16 | int8
+    precision: str = "auto"  # auto | fp32 | fp16 | int8 (auto: best fresh TensorRT engine, else FP32)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     out: str | None = None  # results folder
     batch: int = 4  # max batch of the dynamic batcher
@@ -108,7 +113,9 @@ class RunConfig:
         if self.backend not in backends:
             raise bad("backend", f"unknown backend {self.backend!r}; choose one of: {', '.join(backends)}")
         if self.precision not in PRECISIONS:
-            raise bad("precision", f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+            hint = " (lower case)" if self.precision.lower() in PRECISIONS else ""
+            raise bad("precision", f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+                      f"{hint}; auto takes the best fresh TensorRT engine, else FP32")  # fmt: skip
         if not _DEVICE_RE.match(self.device):
             raise bad("device", f"invalid device {self.device!r}; use auto, cpu, cuda or cuda:N")
         for key, low in (("batch", 1), ("queue_size", 1), ("reconnect_attempts", 0)):

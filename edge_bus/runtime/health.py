@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_bus.errors import ConfigError
+from edge_bus.fileio import write_json_atomic as _write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +34,13 @@ LOOPBACK = "127.0.0.1"
 BASE_FIELDS = ("fps", "frames", "drops", "bad_frames", "last_error", "backend", "source")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+    """Health documents are written with sorted keys through the shared atomic writer.
+
+    Kept under this name for callers that imported it from here; new code uses
+    `edge_bus.fileio.write_json_atomic`.
+    """
+    return _write_json_atomic(path, data, sort_keys=True)
 
 
 class HealthReporter:

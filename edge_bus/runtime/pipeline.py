@@ -12,6 +12,18 @@ behind inference (OpenCV and the backends release the GIL):
 `Pipeline.run()` returns the summary. Ctrl-C (or `stop()`) stops capturing, drains the queues,
 flushes every sink and returns the summary; a second Ctrl-C abandons the drain. A live source that
 disappears is reopened with exponential backoff; when it does not come back the run ends cleanly.
+
+Ctrl-C handling. While `run()` runs in the main thread it installs a SIGINT handler that only counts
+the interrupt (the previous handler is restored afterwards); the main thread waits on Events in short
+timed slices, turns the count into stop/abort and never calls Thread.join. A KeyboardInterrupt
+raised inside `Thread.join` can mark a still-running thread as stopped (CPython 3.11's
+`_wait_for_tstate_lock` releases the thread's own lock on any exception): the main thread then
+closed the sinks under a post stage that was still writing, which lost frames or wedged the video
+writer. The drain is bounded (`drain_timeout_s`), and so is the wait for every stage after it.
+
+Benchmarks run the real pipeline without writing files:
+    Pipeline(RunConfig(source=uri, classifier=..., segmenter=..., backend=..., precision=...,
+                       batch=B, max_frames=N, sinks=[]), handle_sigint=False).run() -> summary
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import signal
 import threading
 import time
 from pathlib import Path
@@ -29,6 +42,7 @@ import numpy as np
 
 from edge_bus.data.preprocess import PreprocessSpec, preprocess_batch, to_gray
 from edge_bus.errors import EdgeBusError, PreprocessError, SourceError
+from edge_bus.fileio import write_json_atomic
 from edge_bus.runtime.backends import BackendOptions
 from edge_bus.runtime.batcher import END, Batcher, FrameQueue
 from edge_bus.runtime.frames import Frame, FrameResult
@@ -42,6 +56,8 @@ from edge_bus.runtime.stats import RunStats
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often blocked stages look at the stop/abort events
+WAIT_SLICE_S = 0.1  # the main thread's longest uninterrupted wait (Ctrl-C is acted on within this)
+STAGE_EXIT_S = 5.0  # after the drain: how long stages get to leave, once gracefully and once aborted
 POOL_SLOTS = 3  # preprocessed batches in flight: one being filled, one queued, one in inference
 ROI_FRAMES = 10  # frames looked at by roi="auto"
 
@@ -62,9 +78,11 @@ class Pipeline:
         sinks: list[Sink] | None = None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         progress_interval_s: float = 0.5,
-        drain_timeout_s: float = 60.0,
+        drain_timeout_s: float = 15.0,
         roi_frames: int = ROI_FRAMES,
         threads: int | None = None,
+        handle_sigint: bool = True,
+        stage_exit_s: float = STAGE_EXIT_S,
     ) -> None:
         self.config = config
         self.source = source
@@ -75,6 +93,8 @@ class Pipeline:
         self.drain_timeout_s = drain_timeout_s
         self.roi_frames = roi_frames
         self.threads = threads
+        self.handle_sigint = handle_sigint
+        self.stage_exit_s = stage_exit_s
         self.stats = RunStats()
         self.roi: Roi | None = None
         self._owned: list[Any] = []  # things this pipeline opened and must close
@@ -82,6 +102,11 @@ class Pipeline:
         self._abort = threading.Event()  # hard: every stage leaves now
         self._failure: BaseException | None = None
         self._bad_logged = 0
+        self._sigints = 0  # Ctrl-C presses counted by the handler; acted on by the main thread
+        self._sigints_seen = 0
+        self._done: dict[str, threading.Event] = {}  # stage name -> set when the stage has left
+        self._sink_lock = threading.Lock()  # the post stage writes and _shutdown closes under it
+        self._sinks_closed = False
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -145,25 +170,36 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         """Run to the end of the source, max_frames, stop() or Ctrl-C; return the summary."""
         health = None
+        previous_handler = None
         try:
-            self.open()
+            self.open()  # a Ctrl-C while models load still raises KeyboardInterrupt (nothing runs yet)
+            previous_handler = self._install_sigint()
             cfg = self.config
             if getattr(cfg, "health_file", None) or getattr(cfg, "health_port", None):
                 from edge_bus.runtime.health import HealthReporter
 
                 health = HealthReporter(cfg.health_file, cfg.health_interval_s, http_port=getattr(cfg, "health_port", None))
-            stages = [
-                threading.Thread(target=self._guard, args=(self._capture,), name="edge-bus-capture", daemon=True),
-                threading.Thread(target=self._guard, args=(self._prepare,), name="edge-bus-prepare", daemon=True),
-                threading.Thread(target=self._guard, args=(self._infer,), name="edge-bus-infer", daemon=True),
-                threading.Thread(target=self._guard, args=(self._post,), name="edge-bus-post", daemon=True),
-            ]
+            stages = [("capture", self._capture), ("prepare", self._prepare), ("infer", self._infer), ("post", self._post)]
+            self._done = {name: threading.Event() for name, _ in stages}
             self.stats.started = time.perf_counter()  # fps counts streaming time, not model loading
-            for t in stages:
-                t.start()
-            self._wait(stages, health)
+            started: set[str] = set()
+            try:
+                for name, stage in stages:
+                    threading.Thread(target=self._guard, args=(stage, self._done[name]), name=f"edge-bus-{name}",
+                                     daemon=True).start()
+                    started.add(name)
+                self._wait(health)
+            except KeyboardInterrupt:  # only where our handler is not installed (handle_sigint=False, not main)
+                for name in set(self._done) - started:
+                    self._done[name].set()  # a stage that never started has nothing to finish
+                self._sigints += 1
+                self._wait(health)
+            self.stats.finish()
         finally:
-            self._shutdown(health)
+            try:
+                self._shutdown(health)
+            finally:
+                self._restore_sigint(previous_handler)
         if self._failure is not None:
             raise self._failure
         return self.summary()
@@ -173,30 +209,89 @@ class Pipeline:
         data["roi"] = self.roi.as_list() if self.roi is not None else None
         return data
 
-    def _wait(self, stages: list[threading.Thread], health) -> None:
-        post = stages[-1]
+    # -- Ctrl-C -----------------------------------------------------------------------------------
+    def _install_sigint(self):
+        """Count Ctrl-C instead of raising KeyboardInterrupt (main thread only); returns the old handler."""
+        if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.signal(signal.SIGINT, self._on_sigint)
+        except (ValueError, OSError):  # e.g. an embedded interpreter without signal support
+            return None
+
+    def _restore_sigint(self, previous) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        # Runs in the main thread between two bytecodes, possibly inside a lock-holding call:
+        # only count here (no locks, no Event.set); the main thread's wait loop acts on it.
+        self._sigints += 1
+
+    def _interrupted(self, presses: int) -> None:
+        if presses >= 2 or self._stop.is_set():  # a Ctrl-C during a drain abandons it
+            self.stats.ended_because = "interrupted twice (queue abandoned)"
+            log.warning("interrupted again: abandoning what is still queued")
+            self.abort()
+        else:
+            self.stats.ended_because = "interrupted"
+            log.warning("interrupted: finishing the queued frames (Ctrl-C again to abandon them)")
+            self._stop.set()
+
+    def _poll_sigint(self) -> None:
+        while self._sigints_seen < self._sigints:
+            self._sigints_seen += 1
+            self._interrupted(self._sigints_seen)
+
+    # -- waiting ----------------------------------------------------------------------------------
+    def _wait(self, health) -> None:
+        """Wait in short slices until the post stage has left; report progress; bound the drain."""
+        post_done = self._done["post"]
         drain_deadline: float | None = None
-        while post.is_alive():
+        abort_deadline: float | None = None
+        next_report = time.monotonic() + self.progress_interval_s
+        while True:
             try:
-                post.join(self.progress_interval_s)
+                finished = post_done.wait(max(0.001, min(WAIT_SLICE_S, next_report - time.monotonic())))
+            except KeyboardInterrupt:  # a handler other than ours raised it (not in the main thread)
+                self._sigints += 1
+                finished = False
+            self._poll_sigint()
+            if finished:
+                break
+            now = time.monotonic()
+            if now >= next_report:
                 self._report(health)
-                if self._stop.is_set():
-                    drain_deadline = drain_deadline or time.monotonic() + self.drain_timeout_s
-                    if time.monotonic() > drain_deadline:
-                        log.warning("drain took longer than %.0f s; abandoning what is still queued", self.drain_timeout_s)
-                        self.abort()
-            except KeyboardInterrupt:
-                if self._stop.is_set():
-                    self.stats.ended_because = "interrupted twice (queue abandoned)"
+                next_report = now + self.progress_interval_s
+            if self._abort.is_set():
+                abort_deadline = abort_deadline or now + self.stage_exit_s
+                if now > abort_deadline:
+                    log.warning("the post stage did not stop within %.1f s of an abort; leaving it", self.stage_exit_s)
+                    break
+            elif self._stop.is_set():
+                drain_deadline = drain_deadline or now + self.drain_timeout_s
+                if now > drain_deadline:
+                    log.warning("drain took longer than %.0f s; abandoning what is still queued", self.drain_timeout_s)
+                    self.stats.ended_because = self.stats.ended_because or "drain timed out"
                     self.abort()
-                else:
-                    self.stats.ended_because = "interrupted"
-                    self._stop.set()
-        for t in stages:
-            t.join(5.0)
-            if t.is_alive():
-                self.abort()
-                t.join(5.0)
+        self._wait_stages(["capture", "prepare", "infer"])
+
+    def _wait_stages(self, names: list[str]) -> None:
+        """Give stages stage_exit_s to leave, then abort and give them as long again; never blocks longer."""
+        while True:
+            deadline = time.monotonic() + self.stage_exit_s
+            while time.monotonic() < deadline and not all(self._done[n].is_set() for n in names):
+                pending = next(n for n in names if not self._done[n].is_set())
+                self._done[pending].wait(WAIT_SLICE_S)
+                self._poll_sigint()
+            if all(self._done[n].is_set() for n in names):
+                return
+            if self._abort.is_set():
+                break
+            self.abort()
+        stuck = [n for n in names if not self._done[n].is_set()]
+        log.warning("stage(s) %s did not stop within %.1f s of an abort (blocked in a read or a backend call); "
+                    "leaving them", ", ".join(stuck), self.stage_exit_s)
 
     def _report(self, health) -> None:
         snap = None
@@ -213,13 +308,29 @@ class Pipeline:
 
     def _shutdown(self, health) -> None:
         self._stop.set()
-        for sink in self.sinks or []:
+        # The post stage writes sinks under this lock; once it is ours no write can be under way, and
+        # none follows (_sinks_closed). A sink write stuck for longer is left alone, not closed under it.
+        if self._sink_lock.acquire(timeout=self.stage_exit_s):
             try:
-                sink.close()
-            except Exception as exc:  # one sink failing to close must not keep the others from flushing
-                log.error("sink %s failed to close: %s", sink.name, exc)
-                self._failure = self._failure or exc
+                self._sinks_closed = True
+                for sink in self.sinks or []:
+                    try:
+                        sink.close()
+                    except Exception as exc:  # one sink failing to close must not keep the others from flushing
+                        log.error("sink %s failed to close: %s", sink.name, exc)
+                        self._failure = self._failure or exc
+            finally:
+                self._sink_lock.release()
+        else:
+            self.abort()
+            log.error("a sink write has not returned for %.1f s; the sinks are not flushed", self.stage_exit_s)
+        capture_done = self._done.get("capture")
+        if capture_done is not None and not capture_done.is_set() and self.source in self._owned:
+            # Closing a capture device under a thread blocked in its read() can crash the driver.
+            log.warning("%s: the capture thread is still blocked in read(); not closing the source", self.stats.source)
+            self._owned.remove(self.source)
         self._close_owned()
+        self._abort.set()  # a stage left behind (wedged read or backend call) leaves when it wakes
         if health is not None:
             health.close(self._health_stats(self.stats.snapshot()))
 
@@ -231,7 +342,7 @@ class Pipeline:
                 log.warning("closing %r failed: %s", thing, exc)
         self._owned.clear()
 
-    def _guard(self, stage: Callable[[], None]) -> None:
+    def _guard(self, stage: Callable[[], None], done: threading.Event) -> None:
         try:
             stage()
         except BaseException as exc:  # a stage failed: record it, stop everything, re-raise from run()
@@ -242,6 +353,8 @@ class Pipeline:
             if not isinstance(exc, EdgeBusError):
                 log.exception("stage %s failed", threading.current_thread().name)
             self.abort()
+        finally:
+            done.set()
 
     # -- queue helpers --------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item: Any) -> bool:
@@ -445,9 +558,12 @@ class Pipeline:
                     "postprocess": (t1 - t0) * 1e3,
                     "total": (t1 - frame.t_mono) * 1e3,
                 }
-                for sink in self.sinks:
-                    sink.write(result)
-                self.stats.add_frame(result.latency_ms)
+                with self._sink_lock:
+                    if self._sinks_closed:
+                        return
+                    for sink in self.sinks:
+                        sink.write(result)
+                    self.stats.add_frame(result.latency_ms)
                 if max_frames and self.stats.frames >= max_frames and not self._stop.is_set():
                     self.stats.ended_because = self.stats.ended_because or "max_frames"
                     self._stop.set()
@@ -466,9 +582,7 @@ def run_pipeline(config: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def write_summary(summary: dict[str, Any], out_dir: str | Path | None) -> Path | None:
+    """summary.json in `out_dir`, written atomically (a reader never sees half of it)."""
     if out_dir is None:
         return None
-    path = Path(out_dir) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json_atomic(Path(out_dir) / "summary.json", summary)

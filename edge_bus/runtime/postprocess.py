@@ -5,6 +5,17 @@ segmentation:   lesion where logit > log(t / (1 - t)) (the same as sigmoid(logit
                 exp); the largest connected component is the lesion; its box, area and contour are
                 given in pixels of the original frame (scaled from the model's S x S to the ROI,
                 then offset by the ROI's origin).
+
+Public, stable functions (the runtime and edge_bus.benchmarking share them; no torch):
+    softmax(logits)                                   -> probabilities over the last axis, float32
+    classify(logits, classes)                         -> Classification(label, probs) of one frame
+    classify_batch(logits (N, C))                     -> (class indices (N,), probabilities (N, C))
+    binary_mask(logits, threshold)                    -> uint8 {0,1} at model resolution ((N,1,S,S) -> (N,S,S))
+    frame_mask(logits, threshold, frame_shape, roi)   -> uint8 {0,1} (H, W): every pixel above threshold
+    segment(logits, threshold, region)                -> Lesion (largest component: box, area_px, contour) | None
+    segment_frame(logits, threshold, frame_shape, roi)-> the same with the region taken from frame and ROI
+    full_frame_mask(lesion, frame_shape)              -> uint8 0/255 (H, W) of the lesion
+    region_of(roi, frame_shape)                       -> (x, y, w, h) the model saw
 """
 
 from __future__ import annotations
@@ -23,9 +34,49 @@ def logit_threshold(threshold: float) -> float:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    """Probabilities over the last axis (any leading shape), float32; computed in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def classify_batch(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) logits -> (class index (N,) int64, probabilities (N, C) float32), manifest class order."""
+    x = np.asarray(logits)
+    if x.ndim != 2:
+        raise ValueError(f"classify_batch expects (N, C) logits, got shape {x.shape}")
+    p = softmax(x)
+    return p.argmax(axis=1).astype(np.int64), p
+
+
+def binary_mask(logits: np.ndarray, threshold: float) -> np.ndarray:
+    """uint8 {0,1} where sigmoid(logit) > threshold, at model resolution.
+
+    (N, 1, S, S) -> (N, S, S); (1, S, S) or (S, S) -> (S, S).
+    """
+    x = np.asarray(logits)
+    if x.ndim == 4:
+        if x.shape[1] != 1:
+            raise ValueError(f"binary_mask expects one channel (N, 1, S, S), got shape {x.shape}")
+        x = x[:, 0]
+    elif x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    elif x.ndim != 2:
+        raise ValueError(f"binary_mask expects (N, 1, S, S), (1, S, S) or (S, S) logits, got shape {x.shape}")
+    return (x > logit_threshold(threshold)).astype(np.uint8)
+
+
+def frame_mask(logits: np.ndarray, threshold: float, frame_shape: tuple[int, ...], roi: Roi | None = None) -> np.ndarray:
+    """uint8 {0,1} (H, W) of the frame: every model pixel above threshold, scaled (nearest) into the ROI
+    (the whole frame when roi is None); 0 outside the ROI. One frame's (1, S, S) or (S, S) logits."""
+    mask = binary_mask(logits, threshold)
+    if mask.ndim != 2:
+        raise ValueError(f"frame_mask takes one frame's logits, got shape {np.asarray(logits).shape}")
+    x, y, w, h = region_of(roi, frame_shape)
+    out = np.zeros(tuple(int(v) for v in frame_shape[:2]), dtype=np.uint8)
+    out[y : y + h, x : x + w] = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return out
 
 
 @dataclass
@@ -53,8 +104,8 @@ def segment(logits: np.ndarray, threshold: float, region: tuple[int, int, int, i
 
     `region` is (x, y, w, h) of the model input in the frame: the ROI, or (0, 0, W, H).
     """
-    logit_map = np.asarray(logits).reshape(logits.shape[-2], logits.shape[-1])
-    binary = (logit_map > logit_threshold(threshold)).astype(np.uint8)
+    logits = np.asarray(logits)
+    binary = binary_mask(logits.reshape(logits.shape[-2], logits.shape[-1]), threshold)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return None
@@ -69,6 +120,11 @@ def segment(logits: np.ndarray, threshold: float, region: tuple[int, int, int, i
     bx, by, bw, bh = cv2.boundingRect(contour)
     return Lesion(box=(bx, by, bw, bh), area_px=int(cv2.countNonZero(mask_roi)), contour=contour,
                   mask_roi=mask_roi, offset=(x, y))
+
+
+def segment_frame(logits: np.ndarray, threshold: float, frame_shape: tuple[int, ...], roi: Roi | None = None) -> Lesion | None:
+    """`segment` with the region taken from the frame's shape and the ROI (None = the whole frame)."""
+    return segment(logits, threshold, region_of(roi, frame_shape))
 
 
 def full_frame_mask(lesion: Lesion | None, frame_shape: tuple[int, ...]) -> np.ndarray:

@@ -16,6 +16,7 @@ class RunStats:
     def __init__(self, window: int = 4096) -> None:
         self._lock = threading.Lock()
         self.started = time.perf_counter()
+        self.finished: float | None = None  # set by finish(): elapsed and fps stop counting there
         self.frames = 0
         self.drops = 0
         self.bad_frames = 0
@@ -47,8 +48,13 @@ class RunStats:
         with self._lock:
             self.last_error = reason
 
+    def finish(self) -> None:
+        """Freeze elapsed time (and so fps) at the end of streaming; shutdown is not counted."""
+        if self.finished is None:
+            self.finished = time.perf_counter()
+
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return (self.finished if self.finished is not None else time.perf_counter()) - self.started
 
     def fps(self) -> float:
         elapsed = self.elapsed()
@@ -59,10 +65,17 @@ class RunStats:
             values = list(self._latency[stage])
         return float(np.percentile(values, q)) if values else None
 
-    def snapshot(self) -> dict[str, Any]:
-        def r(v: float | None) -> float | None:
-            return None if v is None else round(v, 3)
+    def latency_summary(self, stage: str) -> dict[str, float | None]:
+        """p50, p90, p99 and mean in ms of the last `window` frames (None before the first frame)."""
+        with self._lock:
+            values = np.asarray(self._latency[stage], dtype=np.float64)
+        if not values.size:
+            return {"p50": None, "p90": None, "p99": None, "mean": None}
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
+                "mean": round(float(values.mean()), 3)}
 
+    def snapshot(self) -> dict[str, Any]:
         return {
             "frames": self.frames,
             "drops": self.drops,
@@ -71,7 +84,7 @@ class RunStats:
             "batches": self.batches,
             "fps": round(self.fps(), 3),
             "elapsed_s": round(self.elapsed(), 3),
-            "latency_ms": {s: {"p50": r(self.percentile(s, 50)), "p99": r(self.percentile(s, 99))} for s in STAGES},
+            "latency_ms": {s: self.latency_summary(s) for s in STAGES},
             "last_error": self.last_error,
             "backend": self.backend,
             "source": self.source,

@@ -34,9 +34,29 @@ def fit_classical_pack(pack_path: Path, out: Path, resolution: int | None = None
     model = ClassicalModel(
         path=None, segmenter=segmenter, preprocessing=spec, classes=pack.classes, split_hash=pack.split_hash,
         dataset_sha256=pack.dataset_sha256, metrics=metrics,
-        train={"search": "grid on train, mean IoU all images", "resolution": spec.size, "top": search[:5], "pack": str(pack_path)},
+        train={"search": f"{segmenter.params.method}: grid on train, mean IoU all images", "resolution": spec.size, "top": search[:5], "pack": str(pack_path)},
     )
     return save_classical(Path(out) / CLASSICAL_NAME, model)
+
+
+def check_same_split(ckpts: Sequence, split_hash: str, pack_path: Path) -> None:
+    """Every member must have been trained on the split of the pack whose val split chooses the
+    weights: a member trained on another split may have seen these val (or test) images, and
+    weights chosen on them would be chosen on leaked data. ConfigError naming the member otherwise."""
+    if not split_hash:
+        raise ConfigError(f"{pack_path}: the pack records no split hash; rebuild it with `edge-bus data pack`")
+    for c in ckpts:
+        if not c.split_hash:
+            raise ConfigError(
+                f"{c.path}: this member records no split hash, so it cannot be shown to be trained on the split of "
+                f"{pack_path} ({split_hash[:12]}); retrain it with `edge-bus train` on that pack"
+            )
+        if c.split_hash != split_hash:
+            raise ConfigError(
+                f"{c.path}: member trained on split {c.split_hash[:12]}, but the pack {pack_path} is split "
+                f"{split_hash[:12]}; choosing ensemble weights on this val split would use images the member may "
+                "have trained on. Use members trained on the same split as the pack"
+            )
 
 
 def fit_ensemble(
@@ -54,8 +74,7 @@ def fit_ensemble(
         if c.preprocessing != spec:
             raise CheckpointError(f"{c.path}: trained at {c.preprocessing.size} px, {ckpts[0].path} at {spec.size}; members must match")
     pack = load_pack(pack_path)
-    if pack.split_hash != ckpts[0].split_hash:
-        raise ConfigError(f"{pack_path}: pack split {pack.split_hash[:12]} differs from the members' split {ckpts[0].split_hash[:12]}")
+    check_same_split(ckpts, pack.split_hash, pack_path)
     val = split_arrays(pack, "val", spec.size)
     dev = torch.device(device)
     probs = np.stack([predict_arrays(c.build_model().to(dev), val.images, spec, dev, batch_size) for c in ckpts])

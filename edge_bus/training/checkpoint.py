@@ -19,6 +19,7 @@ from torch import nn
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError, PreprocessError
+from edge_bus.training.safe_load import safe_torch_load
 
 FORMAT = "edge-bus-checkpoint"
 VERSION = 1
@@ -94,26 +95,62 @@ class Checkpoint:
             model = create(self.model, num_classes=num_classes, **self.model_kwargs)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{self.path}: cannot build model {self.model!r} with {self.model_kwargs}: {exc}") from None
+        problem = state_dict_mismatch(model.state_dict(), self.state_dict)
+        if problem:
+            raise CheckpointError(
+                f"{self.path}: weights do not fit model {self.model!r} with {self.model_kwargs} ({problem}); "
+                "the checkpoint's model_kwargs or weights were changed, re-train or pick the matching checkpoint"
+            )
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
-            head = " ".join(str(exc).splitlines()[:2])
+            head = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise CheckpointError(f"{self.path}: weights do not fit model {self.model!r}: {head}") from None
         return model.eval()
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint safely; CheckpointError naming the file when it is missing, corrupt or unknown."""
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def state_dict_mismatch(expected: dict[str, Any], got: dict[str, Any]) -> str:
+    """A short summary of how `got` differs from `expected` ("" when it fits): counts and the
+    first 3 keys of each kind, never torch's multi-thousand-character listing."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {tuple(got[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_first(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es): {_first(shapes)}")
+    return "; ".join(parts)
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Checkpoint:
+    """Read a checkpoint safely; CheckpointError naming the file when it is missing, corrupt or unknown.
+
+    mmap=True maps the tensors instead of reading them (cheap when only the metadata is needed)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file (train one with `edge-bus train`)")
-    try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    with open(p, "rb") as fh:
+        head = fh.read(len(ZIP_MAGIC))
+    if head != ZIP_MAGIC:
+        what = "a JSON file (ensemble or classical?)" if head.lstrip()[:1] in (b"{", b"[") else f"starts with {head!r}"
         raise CheckpointError(
-            f"{p}: not a readable edge-bus checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "the file is corrupt or was not written by edge-bus"
-        ) from None
+            f"{p}: not a torch checkpoint ({what}); pass a .pt file written by `edge-bus train`"
+        )
+    data = safe_torch_load(p, what="edge-bus checkpoint", mmap=mmap)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{p}: unknown checkpoint format {found!r}; expected {FORMAT!r} written by `edge-bus train`")

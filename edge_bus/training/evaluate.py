@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
+from edge_bus.fileio import write_json_atomic, write_text_atomic
 from edge_bus.training.data import SplitArrays, split_arrays
 
 
@@ -114,8 +115,8 @@ def evaluate(
         ]
         figures["overlays"] = str(plot_overlays(arrays, masks, np.asarray(seg["per_image"]["iou"]), out / "overlays.png", n_overlays))
     report["figures"] = figures
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown_report(report), encoding="utf-8")
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", markdown_report(report))
     return report
 
 

@@ -28,7 +28,10 @@ from edge_bus.models.registry import NON_NETWORK_MODELS
 from edge_bus.training import distributed
 from edge_bus.training.checkpoint import save_checkpoint, unwrap
 from edge_bus.training.data import PackDataset, class_weights, spec_at, split_arrays
+from edge_bus.fileio import write_json_atomic
 from edge_bus.training.losses import make_loss
+from edge_bus.training.progress import Progress, epoch_line
+from edge_bus.training.safe_load import safe_torch_load
 from edge_bus.training.predict import predict_arrays, task_metrics
 
 BEST_NAME = "best.pt"
@@ -177,12 +180,11 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         "weights": cfg.weights,
         "init": cfg.init,
         "augment": cfg.augment,
-        "pack": str(cfg.pack),
+        "pack": str(Path(cfg.pack).resolve()),
     }
-    progress = _progress(cfg.progress and info.is_main)
     stopped_early = False
-    with progress:
-        bar = progress.add_task(f"{cfg.model}", total=(cfg.epochs - start_epoch) * steps_per_epoch)
+    total_steps = (cfg.epochs - start_epoch) * steps_per_epoch
+    with Progress(cfg.model, total=total_steps, enabled=cfg.progress and info.is_main) as progress:
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             dataset.set_epoch(epoch)
@@ -203,7 +205,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 scheduler.step()
                 total += loss.detach() * len(x)
                 count += len(x)
-                progress.update(bar, advance=1, description=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}")
+                if progress.live:
+                    progress.advance(description=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}")
             if info.enabled:
                 torch.distributed.all_reduce(total)
                 torch.distributed.all_reduce(count)
@@ -228,10 +231,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                         metrics={"val": val}, train={**train_info, "best_epoch": epoch + 1, "epochs_run": epoch + 1},
                     )
                 _save_state(last_state, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history)
-                (out / HISTORY_NAME).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
-                progress.console.log(
-                    f"epoch {epoch + 1}: loss {train_loss:.4f}, val score {val['score']:.4f}" + (" (best)" if improved else "")
-                )
+                write_json_atomic(out / HISTORY_NAME, history)
+                progress.log(epoch_line(epoch + 1, cfg.epochs, train_loss, val["score"], record["seconds"], improved))
             distributed.barrier(info)
             if stale >= cfg.patience:
                 stopped_early = True
@@ -239,15 +240,6 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
             if cfg.max_epochs_this_run is not None and epoch + 1 - start_epoch >= cfg.max_epochs_this_run:
                 break
     return TrainResult(best_path, last_state, history, best_score, best_epoch, stopped_early)
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history) -> None:
@@ -274,10 +266,7 @@ def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_scor
 def _load_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: nothing to resume from (no last-state file); train without --resume first")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: last-state file is corrupt ({type(exc).__name__}); train without --resume") from None
+    state = safe_torch_load(path, what="last-state file", hint="train without --resume")
     if not isinstance(state, dict) or state.get("format") != "edge-bus-train-state":
         raise CheckpointError(f"{path}: not an edge-bus last-state file")
     saved = json.loads(state["config"])
@@ -293,5 +282,5 @@ def _load_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     data = asdict(cfg)
-    data["pack"], data["out"] = str(cfg.pack), str(cfg.out)
+    data["pack"], data["out"] = str(Path(cfg.pack).resolve()), str(cfg.out)
     return data

@@ -222,12 +222,20 @@ def test_install_fills_in_the_usb_ids(tmp_path):
 # -- engines at first boot --------------------------------------------------------------------
 
 
-def fake_venv(tmp_path: Path) -> tuple[Path, Path]:
-    """A venv whose python is this one (plus a fake tensorrt) and whose edge-bus logs its arguments."""
+def fake_venv(tmp_path: Path, cuda_python: bool = True) -> tuple[Path, Path]:
+    """A venv whose python is this one (plus a fake tensorrt and cuda-python, which shadow any real
+    ones) and whose edge-bus logs its arguments. cuda_python=False: a `cuda` package without it."""
     venv, calls = tmp_path / "venv", tmp_path / "calls.txt"
     (venv / "bin").mkdir(parents=True)
-    (tmp_path / "fake" / "tensorrt").mkdir(parents=True)
-    (tmp_path / "fake" / "tensorrt" / "__init__.py").write_text("__version__ = '10.3.0'\n")
+    fake = tmp_path / "fake"
+    (fake / "tensorrt").mkdir(parents=True)
+    (fake / "tensorrt" / "__init__.py").write_text("__version__ = '10.3.0'\n")
+    (fake / "cuda").mkdir()
+    (fake / "cuda" / "__init__.py").write_text("")
+    if cuda_python:
+        (fake / "cuda" / "bindings").mkdir()
+        (fake / "cuda" / "bindings" / "__init__.py").write_text("")
+        (fake / "cuda" / "bindings" / "runtime.py").write_text("")
     python = venv / "bin" / "python"
     python.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_path / "fake"}" exec "{sys.executable}" "$@"\n')
     edge_bus = venv / "bin" / "edge-bus"
@@ -285,3 +293,54 @@ def test_example_config_loads_and_documents_every_key(target):
         if re.match(r"^[a-z_]+:", line):
             above = "\n".join(lines[max(0, number - 3):number])
             assert "#" in above or "#" in line, f"{path}:{number + 1}: {line} has no comment"
+
+
+def engine_setup(tmp_path: Path, precision: str, backend: str = "tensorrt", cuda_python: bool = True):
+    venv, calls = fake_venv(tmp_path, cuda_python)
+    state = tmp_path / "state"
+    state.mkdir()
+    bundle = tmp_path / "cls"
+    bundle.mkdir()
+    (bundle / "model.onnx").write_bytes(b"cls")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"source: synthetic://\nclassifier: {bundle}\nbackend: {backend}\nprecision: {precision}\n")
+    env = {**os.environ, "EDGE_BUS_VENV": str(venv), "STATE_DIRECTORY": str(state)}
+    done = subprocess.run(["bash", str(DEPLOY / "common" / "build-engines.sh"), str(config)], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return done, (calls.read_text().splitlines() if calls.exists() else []), bundle
+
+
+def test_build_engines_precision_auto_builds_fp16(tmp_path):
+    """build-engine knows no "auto": the script builds fp16, the first engine that auto takes."""
+    done, built, bundle = engine_setup(tmp_path, "auto")
+    assert done.returncode == 0, done.stderr
+    assert built == [f"export build-engine {bundle} --precision fp16"]
+
+
+@pytest.mark.parametrize("backend, code", [("tensorrt", 1), ("auto", 0)])
+def test_build_engines_without_cuda_python_says_what_to_install(tmp_path, backend, code):
+    done, built, _ = engine_setup(tmp_path, "fp16", backend=backend, cuda_python=False)
+    assert done.returncode == code and built == []
+    assert "cuda-python>=12,<13" in done.stderr
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_installs_bring_cuda_python_of_the_cuda_major(target):
+    """TensorRT needs cuda-python; its major must match the CUDA of JetPack 6 / the TensorRT 10 base (12)."""
+    if target == "jetson":
+        reqs = (DEPLOY / "jetson" / "requirements-runtime.txt").read_text()
+        assert re.search(r"^cuda-python>=12,<13$", reqs, re.MULTILINE)
+        for installer in ("install.sh", "Dockerfile"):  # both install that requirements file
+            assert "requirements-runtime.txt" in (DEPLOY / "jetson" / installer).read_text()
+    else:
+        assert '"tensorrt-cu12>=10,<11" "cuda-python>=12,<13"' in (DEPLOY / "desktop" / "install.sh").read_text()
+        docker = (DEPLOY / "desktop" / "Dockerfile").read_text()
+        assert "ARG CUDA_MAJOR=12" in docker and '"cuda-python>=${CUDA_MAJOR},<$((CUDA_MAJOR + 1))"' in docker
+    assert "cudart_module()" in (DEPLOY / target / "Dockerfile").read_text()  # the build fails without it
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_example_config_precision_is_a_valid_choice_and_documented(target):
+    path = DEPLOY / target / "config.yaml"
+    assert load_run_config(path).precision in ("auto", "fp16")
+    assert "auto takes the best" in path.read_text()

@@ -25,10 +25,16 @@ class TinyClassifier(nn.Module):
 
 
 class DarkSegmenter(nn.Module):
-    """Logit high where the smoothed image is dark: finds the phantoms' hypoechoic lesions."""
+    """Logit high where the smoothed image is dark: finds the phantoms' hypoechoic lesions.
+
+    A 1x1 identity convolution first, so that INT8 quantizes a layer besides the float logit head."""
 
     def __init__(self):
         super().__init__()
+        self.pre = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.pre.weight.fill_(1.0)
+            self.pre.bias.zero_()
         self.smooth = nn.Conv2d(1, 1, 5, padding=2, bias=True)
         with torch.no_grad():
             self.smooth.weight.fill_(-4.0 / 25)
@@ -36,7 +42,7 @@ class DarkSegmenter(nn.Module):
         self.bn = nn.BatchNorm2d(1)
 
     def forward(self, x):
-        return self.bn(self.smooth(x))
+        return self.bn(self.smooth(torch.relu(self.pre(x) + 2.0) - 2.0))
 
 
 def source(model: nn.Module, task: str) -> ExportSource:

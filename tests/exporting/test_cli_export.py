@@ -16,15 +16,23 @@ REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def _save_unet(path, *, split_hash, pack=None):
     torch.manual_seed(0)
     model = create("unet", width=4, depth=2).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "unet.pt"
     save_checkpoint(path, model, model="unet", model_kwargs={"width": 4, "depth": 2}, task="segmentation",
-                    classes=["lesion"], preprocessing=PreprocessSpec(size=64), split_hash="s" * 8,
-                    dataset_sha256="d" * 8, metrics={"val": {"iou": 0.1}})
+                    classes=["benign", "malignant", "normal"], preprocessing=PreprocessSpec(size=64),
+                    split_hash=split_hash, dataset_sha256="d" * 8, metrics={"val": {"iou": 0.1}},
+                    train={"epochs": 1, "pack": str(pack) if pack else None})
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, export_pack):
+    """A U-Net checkpoint that records the pack it was trained from (and that pack's split)."""
+    from edge_bus.data.pack import load_pack
+
+    return _save_unet(tmp_path_factory.mktemp("ckpt") / "unet.pt", split_hash=load_pack(export_pack).split_hash,
+                      pack=export_pack)
 
 
 def test_export_checkpoint_end_to_end(checkpoint, tmp_path):
@@ -34,7 +42,12 @@ def test_export_checkpoint_end_to_end(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "accepted" and manifest["model"] == "unet"
-    assert manifest["provenance"]["split_hash"] == "s" * 8 and len(manifest["provenance"]["checkpoint_sha256"]) == 64
+    assert len(manifest["provenance"]["checkpoint_sha256"]) == 64
+    # Gated on the training pack the checkpoint recorded (no --pack given), never on phantoms.
+    assert manifest["export"]["parity_images"].startswith("pack:") and "phantoms" not in result.output
+    # A segmentation manifest's classes are its output channel; the data classes are provenance.
+    assert manifest["classes"] == ["lesion"]
+    assert manifest["provenance"]["data_classes"] == ["benign", "malignant", "normal"]
     assert manifest["metrics"] == {"val": {"iou": 0.1}}
     assert manifest["batch_range"] == [1, 8] and manifest["input"]["shape"] == ["batch", 1, 64, 64]
     assert (out / "model.onnx").is_file() and (out / "model.ts").is_file() and (out / "parity.json").is_file()
@@ -59,6 +72,62 @@ def test_corrupt_checkpoint_is_one_line_error(tmp_path):
     result = runner.invoke(app, ["export", str(bad), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "broken.pt" in result.output and "Traceback" not in result.output
+
+
+def test_trained_checkpoint_without_data_is_refused_not_gated_on_phantoms(tmp_path, export_pack):
+    bare = _save_unet(tmp_path / "bare.pt", split_hash="s" * 8)
+    result = runner.invoke(app, ["export", str(bare), "--formats", "onnx", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "bare.pt" in result.output and "--pack" in result.output
+    assert not (tmp_path / "b").exists()
+    # A recorded pack that now holds another split is refused too (it could hold training images).
+    moved = _save_unet(tmp_path / "moved.pt", split_hash="s" * 8, pack=export_pack)
+    result = runner.invoke(app, ["export", str(moved), "--formats", "onnx", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "now holds split" in result.output and "--pack" in result.output
+    # An explicit --pack is used.
+    ok = runner.invoke(app, ["export", str(bare), "--formats", "onnx", "--out", str(tmp_path / "d"),
+                             "--pack", str(export_pack), "--parity-images", "3"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["export"]["parity_images"].startswith("pack:")
+
+
+def test_failed_export_neither_blocks_a_retry_nor_destroys_the_old_bundle(checkpoint, tmp_path):
+    out = tmp_path / "b"
+    bad_pack = tmp_path / "bad.npz"
+    bad_pack.write_bytes(b"not a pack")
+    failed = runner.invoke(app, ["export", str(checkpoint), "--formats", "onnx", "--out", str(out),
+                                 "--pack", str(bad_pack)])
+    assert failed.exit_code == 2 and "bad.npz" in failed.output
+    good = runner.invoke(app, ["export", str(checkpoint), "--formats", "onnx", "--out", str(out), "--parity-images", "3"])
+    assert good.exit_code == 0, good.output
+    before = (out / "manifest.json").read_text()
+    again = runner.invoke(app, ["export", str(checkpoint), "--formats", "onnx,onnx_int8", "--out", str(out),
+                                "--pack", str(bad_pack)])
+    assert again.exit_code == 2
+    assert (out / "manifest.json").read_text() == before and (out / "model.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "bad.npz"]  # no temp folders left behind
+
+
+def test_ensemble_is_exported_as_a_segmenter_and_classical_is_refused(checkpoint, tmp_path, export_pack):
+    from edge_bus.errors import CheckpointError
+    from edge_bus.models.ensemble import EnsembleModel, save_ensemble
+    from edge_bus.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ens = tmp_path / "ens" / "ensemble.json"
+    save_ensemble(ens, EnsembleModel(path=None, members=[checkpoint, checkpoint], weights=[0.5, 0.5], mode="mean",
+                                     preprocessing=ckpt.preprocessing, classes=ckpt.classes, split_hash=ckpt.split_hash))
+    out = tmp_path / "ens-bundle"
+    result = runner.invoke(app, ["export", str(ens), "--formats", "onnx", "--out", str(out), "--parity-images", "3"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"] == "ensemble" and m["task"] == "segmentation" and m["classes"] == ["lesion"]
+    assert m["status"] == "accepted" and m["export"]["parity_images"].startswith("pack:")  # the members' pack
+    classical = tmp_path / "classical.json"
+    classical.write_text(json.dumps({"format": "edge-bus-classical", "version": 1}))
+    result = runner.invoke(app, ["export", str(classical), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "not a network" in result.output and "Unpickling" not in result.output
+    with pytest.raises(CheckpointError, match="ensemble.json: not a torch checkpoint"):
+        load_checkpoint(ens)
 
 
 def test_build_engine_without_tensorrt_says_what_to_do(checkpoint, tmp_path):

@@ -119,3 +119,70 @@ def test_without_tensorrt_backend_raises_backend_error(tmp_path):
         pass
     with pytest.raises(BackendError, match="TensorRT is not installed"):
         ec.current_target()
+
+
+def _trt_bundle(tmp_path, artifacts=None):
+    from edge_bus.bundle import Bundle, Manifest, TensorSpec
+    from edge_bus.data.preprocess import PreprocessSpec
+
+    (tmp_path / "model.onnx").write_bytes(b"fp32 onnx")
+    (tmp_path / "model.int8.onnx").write_bytes(b"qdq onnx")
+    manifest = Manifest(task="segmentation", model="unet", classes=["lesion"], input=TensorSpec("input", ["batch", 1, 64, 64]),
+                        output=TensorSpec("logits", ["batch", 1, 64, 64]), preprocessing=PreprocessSpec(size=64),
+                        artifacts=artifacts or {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx"}, status="accepted")
+    return Bundle(tmp_path, manifest)
+
+
+def test_auto_precision_takes_the_best_fresh_engine(tmp_path, monkeypatch):
+    from edge_bus.fileio import sha256_file
+    from edge_bus.runtime.backends import tensorrt as trt_backend
+
+    bundle = _trt_bundle(tmp_path)
+    fp32_sha, int8_sha = sha256_file(tmp_path / "model.onnx"), sha256_file(tmp_path / "model.int8.onnx")
+    monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
+    int8 = _built(tmp_path, precision="int8", sha=int8_sha)  # INT8 is built from the QDQ model
+    assert trt_backend.find_engine(bundle, "auto") == (tmp_path / int8.path, "int8")
+    fp32 = _built(tmp_path, precision="fp32", sha=fp32_sha)
+    _built(tmp_path, precision="fp16", target=ec.Target("10.3.0", "NVIDIA H100", "9.0"), sha=fp32_sha)  # stale here
+    assert trt_backend.find_engine(bundle, "auto") == (tmp_path / fp32.path, "fp32")  # fp16 stale: next best
+    fp16 = _built(tmp_path, precision="fp16", sha=fp32_sha)
+    assert trt_backend.find_engine(bundle, "auto") == (tmp_path / fp16.path, "fp16")
+    # An explicit precision means that precision.
+    assert trt_backend.find_engine(bundle, "int8") == (tmp_path / int8.path, "int8")
+    # A broken engine record is a BackendError too (auto falls through instead of crashing).
+    ec.sidecar_path(tmp_path / fp16.path).write_text("{broken")
+    with pytest.raises(BackendError, match="not valid JSON"):
+        trt_backend.find_engine(bundle, "auto")
+
+
+def test_missing_engine_or_artifact_is_a_backend_error_so_auto_falls_through(tmp_path, monkeypatch):
+    from edge_bus.runtime.backends import BackendOptions, open_backend
+    from edge_bus.runtime.backends import tensorrt as trt_backend
+
+    bundle = _trt_bundle(tmp_path, artifacts={"onnx": "model.onnx"})
+    monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
+    with pytest.raises(BackendError, match="no fp16 TensorRT engine.*build-engine"):
+        trt_backend.open_tensorrt(bundle, BackendOptions())  # precision "auto", nothing built
+    with pytest.raises(BackendError, match="no int8 TensorRT engine"):
+        trt_backend.open_tensorrt(bundle, BackendOptions(precision="int8"))  # explicit: that precision only
+    calls = []
+    monkeypatch.setattr(trt_backend, "open_tensorrt", lambda b, o: calls.append("trt") or trt_backend.find_engine(b, "auto"))
+    with pytest.raises(BackendError) as info:
+        open_backend("auto", bundle, BackendOptions())
+    assert calls == ["trt"] and "tensorrt:" in str(info.value)  # TensorRT was tried, then the others
+
+
+def test_timing_cache_is_per_tensorrt_and_gpu_and_calibration_cache_per_images(tmp_path):
+    import numpy as np
+
+    from edge_bus.exporting.to_tensorrt import calibration_cache_path
+
+    paths = {ec.timing_cache_path(tmp_path, t) for t in (ORIN, ec.Target("10.3.0", "NVIDIA H100", "9.0"),
+                                                          ec.Target("10.4.0", "Orin", "8.7"))}
+    assert len(paths) == 3 and all(p.parent == tmp_path / "engines" for p in paths)
+    assert ec.timing_cache_path(tmp_path, ORIN) == ec.timing_cache_path(tmp_path, ec.Target("10.3.0", "Orin", "8.7"))
+    engine = tmp_path / "engines" / "unet-int8-abc.engine"
+    a = np.zeros((4, 1, 8, 8), np.float32)
+    assert calibration_cache_path(engine, a) == calibration_cache_path(engine, a.copy())
+    assert calibration_cache_path(engine, a) != calibration_cache_path(engine, a + 1)
+    assert ec.file_sha256 is __import__("edge_bus.fileio", fromlist=["sha256_file"]).sha256_file

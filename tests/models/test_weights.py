@@ -66,3 +66,15 @@ def test_init_wrong_model_or_file(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="bad.pt"):
         create("unet", width=4, init=str(bad))
+
+
+
+def test_truncated_init_file_gives_one_line_error_naming_it(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(create("unet", width=4).state_dict(), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError) as err:
+        create("unet", width=4, init=str(truncated))
+    msg = str(err.value)
+    assert msg.startswith(f"{truncated}: not a readable state dict (") and "\n" not in msg

@@ -111,3 +111,43 @@ def test_torchscript_backend_when_torch_is_present(tmp_path):
     out = backend(x)
     assert backend.name == "torchscript[cpu]" and out["logits"].shape == (3, 1, 32, 32)
     np.testing.assert_allclose(out["logits"], 2.0)
+
+
+def test_precision_auto_and_fp32_run_the_fp32_onnx(cls_bundle):
+    for precision in ("auto", "fp32"):
+        backend = open_backend("onnxruntime", open_bundle(cls_bundle), BackendOptions(device="cpu", precision=precision))
+        assert backend.precision == "fp32"
+        np.testing.assert_allclose(backend(np.zeros((1, 1, 32, 32), np.float32))["logits"], [[0.1, 0.2, 0.3]], atol=1e-6)
+    assert BackendOptions().precision == "auto"
+
+
+def test_onnxruntime_fp16_needs_the_tensorrt_provider(cls_bundle):
+    with pytest.raises(BackendError, match="fp16 with ONNX Runtime needs the TensorrtExecutionProvider"):
+        open_backend("onnxruntime", open_bundle(cls_bundle), BackendOptions(device="cpu", precision="fp16"))
+    with pytest.raises(BackendError, match="unknown precision 'half'"):
+        open_backend("onnxruntime", open_bundle(cls_bundle), BackendOptions(device="cpu", precision="half"))
+    # auto falls through every backend and names each reason
+    with pytest.raises(BackendError, match="onnxruntime: precision fp16"):
+        open_backend("auto", open_bundle(cls_bundle), BackendOptions(device="cpu", precision="fp16"))
+
+
+def test_fp16_on_an_explicit_cuda_device_asks_the_tensorrt_provider():
+    avail = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    fp16 = choose_providers(avail, "cuda:1", "fp16")
+    assert fp16[0][0] == "TensorrtExecutionProvider" and fp16[0][1]["trt_fp16_enable"] and fp16[0][1]["device_id"] == 1
+    assert choose_providers(avail, "cuda", "fp32")[0][0] == "CUDAExecutionProvider"  # fp32 on cuda: no TensorRT EP
+
+
+def test_torchscript_precisions(tmp_path):
+    torch = pytest.importorskip("torch")
+    root = make_bundle(tmp_path / "ts", "segmentation", size=32)
+    torch.jit.script(torch.nn.Identity()).save(str(root / "model.ts"))
+    m = read_manifest(root / "manifest.json")
+    m.artifacts["torchscript"] = "model.ts"
+    write_manifest(m, root / "manifest.json")
+    backend = open_backend("torchscript", open_bundle(root), BackendOptions(device="cpu", precision="auto"))
+    assert backend.precision == "fp32" and backend.name == "torchscript[cpu]"
+    with pytest.raises(BackendError, match="fp16 on a CUDA GPU only"):
+        open_backend("torchscript", open_bundle(root), BackendOptions(device="cpu", precision="fp16"))
+    with pytest.raises(BackendError, match="int8"):
+        open_backend("torchscript", open_bundle(root), BackendOptions(device="cpu", precision="int8"))

@@ -19,8 +19,17 @@ def write(tmp_path, text: str):
 def test_load_minimal_file_fills_defaults(tmp_path):
     cfg = load_run_config(write(tmp_path, "source: v4l2:///dev/video0\nsegmenter: /opt/b/seg\n"))
     assert cfg.source == "v4l2:///dev/video0" and cfg.segmenter == "/opt/b/seg"
-    assert (cfg.backend, cfg.precision, cfg.batch, cfg.sinks, cfg.roi) == ("auto", "fp32", 4, ["jsonl"], "none")
+    assert (cfg.backend, cfg.precision, cfg.batch, cfg.sinks, cfg.roi) == ("auto", "auto", 4, ["jsonl"], "none")
     assert cfg.health_file is None and cfg.health_port is None
+
+
+def test_precision_auto_is_the_default_and_explicit_precisions_stay(tmp_path):
+    assert RunConfig(source="a", classifier="b").precision == "auto"
+    cfg = load_run_config(write(tmp_path, "source: a\nclassifier: b\nprecision: fp16\n"))
+    assert cfg.precision == "fp16"
+    assert cfg.merged(precision=None).precision == "fp16"  # not given on the command line: the file wins
+    assert cfg.merged(precision="auto").precision == "auto"
+    assert load_run_config(write(tmp_path, "source: a\nclassifier: b\n"), precision="int8").precision == "int8"
 
 
 def test_int_is_accepted_where_a_number_is_expected(tmp_path):
@@ -42,7 +51,8 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("batch: '4'", "batch", "integer"),
         ("batch: true", "batch", "integer"),
         ("backend: trt", "backend", "onnxruntime"),
-        ("precision: fp8", "precision", "fp16"),
+        ("precision: fp8", "precision", "auto, fp32, fp16, int8"),
+        ("precision: FP16", "precision", "lower case"),
         ("sinks: [jsonl, screen]", "sinks", "window"),
         ("sinks: [jsonl, jsonl]", "sinks", "twice"),
         ("roi: 1,2,3", "roi", "x,y,w,h"),

@@ -78,9 +78,31 @@ def test_write_failure_later_does_not_raise(tmp_path):
     path = tmp_path / "d" / "health.json"
     rep = HealthReporter(path, 1.0, clock=clock)
     path.unlink()
-    path.parent.rmdir()  # folder gone while running
+    path.parent.rmdir()  # folder gone while running (a tmpfs cleaned up): made again, writing goes on
     clock.t += 5
-    assert rep.update({"frames": 1}) is False and rep.write_errors == 1
+    assert rep.update({"frames": 1}) is True and read(path)["frames"] == 1
+    path.unlink()
+    path.parent.rmdir()
+    path.parent.write_text("not a folder")  # now it cannot be written: counted and logged, never raised
+    clock.t += 5
+    assert rep.update({"frames": 2}) is False and rep.write_errors == 1
+    rep.close({"frames": 3})
+    assert rep.write_errors == 2
+
+
+def test_health_file_is_written_by_the_shared_atomic_writer(tmp_path, monkeypatch):
+    from edge_bus import fileio
+    from edge_bus.runtime import health
+
+    calls = []
+    real = fileio.write_text_atomic
+    monkeypatch.setattr(fileio, "write_text_atomic", lambda path, text: calls.append(path) or real(path, text))
+    path = tmp_path / "health.json"
+    HealthReporter(path, 1.0).close({"frames": 1})
+    assert calls == [path, path] and list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    text = path.read_text()
+    assert text.endswith("\n") and list(json.loads(text)) == sorted(json.loads(text))  # sorted keys
+    assert health.write_json_atomic(tmp_path / "x.json", {"b": 1, "a": 2}) == tmp_path / "x.json"
 
 
 def test_http_endpoint_on_loopback(tmp_path):

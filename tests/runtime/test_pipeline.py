@@ -186,3 +186,132 @@ def test_max_frames_and_memory_flat(tmp_path):
     assert summary["frames"] == 600 and summary["ended_because"] == "max_frames"
     if len(samples) >= 4:  # traced Python memory does not grow with the number of frames
         assert samples[-1] < samples[1] + 2_000_000
+
+
+class RecordingSink:
+    """Counts writes; a write after close() is the race the pipeline must not have."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.closed = False
+        self.late_writes = 0
+
+    def write(self, result) -> None:
+        if self.closed:
+            self.late_writes += 1
+        self.written += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.timeout(120)
+def test_repeated_interrupts_never_close_sinks_under_the_post_stage(tmp_path):
+    # Ctrl-C used to reach the main thread inside Thread.join, which (CPython 3.11) could mark the
+    # still-running post stage as stopped: the sinks were then closed under it.
+    for run in range(8):
+        fired = threading.Event()
+
+        def interrupt_on_2nd(calls: int, fired=fired) -> None:
+            if calls == 2 and not fired.is_set():
+                fired.set()
+                _thread.interrupt_main()
+
+        sink = RecordingSink()
+        source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+        pipeline = Pipeline(cfg(tmp_path, batch=2), source=source, sinks=[sink],
+                            models=[fake_model(delay_s=0.002, on_call=interrupt_on_2nd)], progress_interval_s=0.01)
+        summary = pipeline.run()
+        assert fired.is_set() and summary["ended_because"] == "interrupted", run
+        assert sink.closed and sink.late_writes == 0 and sink.written == summary["frames"] == pipeline.stats.frames
+        assert all(e.is_set() for e in pipeline._done.values())  # every stage really left
+
+
+@pytest.mark.timeout(60)
+def test_real_sigint_drains_and_the_handler_is_restored(tmp_path):
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+
+    def sigint_on_3rd(calls: int) -> None:
+        if calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    summary = Pipeline(cfg(tmp_path, batch=1), source=source, models=[fake_model(on_call=sigint_on_3rd)]).run()
+    assert summary["ended_because"] == "interrupted" and summary["frames"] >= 3
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.timeout(60)
+def test_second_interrupt_abandons_the_drain(tmp_path):
+    holder = {}
+
+    def interrupts(calls: int) -> None:
+        p = holder["p"]
+        if calls == 2:
+            _thread.interrupt_main()
+            assert p._stop.wait(30)  # frames are still queued when the drain starts
+        elif calls == 3:
+            _thread.interrupt_main()
+            assert p._abort.wait(30)
+
+    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+    holder["p"] = Pipeline(cfg(tmp_path, batch=1, queue_size=8), source=source, models=[fake_model(on_call=interrupts)])
+    summary = holder["p"].run()
+    assert summary["ended_because"] == "interrupted twice (queue abandoned)"
+    assert summary["frames"] <= 3 and len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
+
+
+@pytest.mark.timeout(60)
+def test_drain_and_stage_exit_are_bounded_when_the_backend_hangs(tmp_path, caplog):
+    import time
+
+    release = threading.Event()
+    holder = {}
+
+    def hang_on_2nd(calls: int) -> None:
+        if calls == 2:
+            holder["p"].stop()
+            release.wait(30)  # a wedged backend call
+
+    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+    holder["p"] = Pipeline(cfg(tmp_path, batch=1), source=source, models=[fake_model(on_call=hang_on_2nd)],
+                           drain_timeout_s=0.3, stage_exit_s=0.3)
+    t0 = time.monotonic()
+    try:
+        summary = holder["p"].run()
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 20  # 0.3 s drain + 0.3 s stage exit, with room for a loaded machine
+    assert summary["ended_because"] == "stopped" and summary["frames"] == 1
+    assert "drain took longer" in caplog.text and "infer" in caplog.text
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == 1
+
+
+@pytest.mark.timeout(60)
+def test_benchmark_call_runs_without_sinks_and_reports_stage_latencies(tmp_path):
+    images = [np.full((40, 50), 10 * i, np.uint8) for i in range(9)]
+    c = RunConfig(source="unused", classifier="x", segmenter="y", batch=4, max_wait_ms=5.0, sinks=[])
+    pipeline = Pipeline(c, source=ListSource(images), models=[fake_model(), fake_model("segmentation")],
+                        handle_sigint=False)
+    summary = pipeline.run()
+    assert list(tmp_path.iterdir()) == [] and pipeline.sinks == []
+    assert summary["frames"] == 9 and summary["fps"] > 0 and summary["ended_because"] == "end of source"
+    for stage in ("decode", "preprocess", "inference", "postprocess", "total"):
+        lat = summary["latency_ms"][stage]
+        assert set(lat) == {"p50", "p90", "p99", "mean"} and 0 <= lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert pipeline.summary()["elapsed_s"] == summary["elapsed_s"]  # frozen when streaming ended
+
+
+def test_write_summary_is_atomic_json(tmp_path):
+    from edge_bus.runtime.pipeline import write_summary
+
+    path = write_summary({"frames": 3, "fps": 1.5}, tmp_path / "out")
+    assert json.loads(path.read_text()) == {"frames": 3, "fps": 1.5}
+    assert [p.name for p in path.parent.iterdir()] == ["summary.json"]  # no temporary file left
+    assert write_summary({}, None) is None

@@ -77,3 +77,59 @@ def test_ensemble_cli_on_val_then_evaluate(trained_unets, synthetic_pack, tmp_pa
                               "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "report.json").read_text())["model"].startswith("ensemble")
+
+
+def test_classical_scored_keeps_one_component_or_none():
+    train_x, train_y = _phantoms(24, seed=4)
+    segmenter, search = fit_classical(train_x, train_y)
+    assert segmenter.params.method == "scored" and search[0]["params"]["method"] == "scored"
+    import cv2
+
+    for pred in segmenter.predict_batch(train_x):
+        n, _ = cv2.connectedComponents(pred.astype(np.uint8))
+        assert n - 1 <= 1
+    # a min_score above every candidate's score predicts nothing, so normal images can score 1
+    from dataclasses import replace
+
+    from edge_bus.models.classical import ClassicalSegmenter
+
+    silent = ClassicalSegmenter(replace(segmenter.params, min_score=1e9))
+    assert not silent.predict_batch(train_x).any()
+
+
+def test_first_version_classical_files_still_load_and_predict_the_same(tmp_path):
+    from edge_bus.models.classical import ClassicalParams, ClassicalSegmenter
+
+    old_params = {"percentile": 15.0, "kernel": 9, "min_area": 0.002, "max_ratio": 1.0, "blur": 2.0}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({
+        "format": "edge-bus-classical", "version": 1, "model": "classical", "task": "segmentation", "params": old_params,
+        "preprocessing": {"size": 64, "mean": 0.33, "std": 0.22}, "classes": ["benign", "malignant", "normal"],
+    }))
+    model = load_classical(path)
+    assert model.segmenter.params.method == "largest"
+    x, _ = _phantoms(6, seed=5)
+    expected = ClassicalSegmenter(ClassicalParams(**old_params, method="largest")).predict_batch(x)
+    assert np.array_equal(model.segmenter.predict_batch(x), expected)
+
+
+def _copy_with_split(src, dst, split_hash):
+    data = torch.load(src, map_location="cpu", weights_only=True)
+    data["split_hash"] = split_hash
+    torch.save(data, dst)
+    return dst
+
+
+def test_ensemble_refuses_any_member_trained_on_another_split(trained_unets, synthetic_pack, tmp_path):
+    a, b = (str(r.best_checkpoint) for r in trained_unets)
+    other = _copy_with_split(b, tmp_path / "other_split.pt", "f" * 64)
+    # the differing member is not the first one: every member is checked
+    res = runner.invoke(app, ["train", "ensemble", "--pack", str(synthetic_pack), "--out", str(tmp_path / "ens"),
+                              "--member", a, "--member", b, "--member", str(other)])
+    assert res.exit_code == 2
+    assert "other_split.pt" in res.output and "ffffffffffff" in res.output
+    assert not (tmp_path / "ens" / "ensemble.json").exists()
+    unknown = _copy_with_split(b, tmp_path / "no_split.pt", "")
+    res = runner.invoke(app, ["train", "ensemble", "--pack", str(synthetic_pack), "--out", str(tmp_path / "ens"),
+                              "--member", a, "--member", str(unknown)])
+    assert res.exit_code == 2 and "no_split.pt" in res.output and "no split hash" in res.output

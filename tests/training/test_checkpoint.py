@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import collections
+import re
 
 import pytest
 import torch
@@ -51,5 +52,19 @@ def test_unknown_format_and_pickles_are_refused(tmp_path):
 
 def test_weights_that_do_not_fit_the_model(tmp_path):
     path = _save(tmp_path / "c.pt", create("unet", width=4))  # saved says width 2
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="do not fit") as info:
         load_checkpoint(path).build_model()
+    msg = str(info.value)
+    assert "shape mismatch" in msg and len(msg) < 700 and "\n" not in msg
+    path = _save(tmp_path / "d.pt", create("unet", width=2, depth=2))  # fewer levels: keys missing
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path).build_model()
+    msg = str(info.value)
+    assert re.search(r"\d+ missing key\(s\): [^;]*, \.\.\.;", msg) and len(msg) < 700
+
+
+def test_a_json_file_is_not_a_torch_checkpoint(tmp_path):
+    p = tmp_path / "ensemble.json"
+    p.write_text('{"format": "edge-bus-ensemble"}')
+    with pytest.raises(CheckpointError, match="ensemble.json: not a torch checkpoint.*JSON"):
+        load_checkpoint(p)

@@ -88,3 +88,40 @@ def test_cli_errors_are_one_line(tmp_path):
     assert res.exit_code == 2
     res = runner.invoke(app, ["train", "unet", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--pack" in res.output
+
+
+def test_non_terminal_output_gets_a_plain_line_per_epoch(synthetic_pack, tmp_path, capsys):
+    import re
+
+    result = train(TrainConfig(model="unet", pack=synthetic_pack, out=tmp_path, epochs=2, batch_size=4, device="cpu",
+                               model_kwargs={"width": 2}, progress=True))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == len(result.history) == 2
+    pattern = r"epoch (\d)/2: train loss (\d+\.\d{4}), val score (\d\.\d{4}), \d+\.\d s"
+    for line, record in zip(lines, result.history):
+        m = re.match(pattern, line)
+        assert m, line
+        assert int(m.group(1)) == record["epoch"] and abs(float(m.group(2)) - record["train_loss"]) < 1e-4
+    assert json.loads((tmp_path / "history.json").read_text()) == json.loads(json.dumps(result.history))
+
+
+def test_progress_on_a_terminal_draws_a_bar_and_off_says_nothing(tmp_path):
+    import io
+
+    from edge_bus.training.progress import Progress, iterate
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    with Progress("job", total=2, stream=tty) as bar:
+        assert bar.live
+        bar.advance()
+        bar.log("hello")
+    assert "hello" in tty.getvalue()
+    quiet = io.StringIO()
+    assert list(iterate([1, 2], "search", enabled=False, stream=quiet)) == [1, 2] and quiet.getvalue() == ""
+    plain = io.StringIO()
+    list(iterate([1, 2], "search", stream=plain))
+    assert plain.getvalue().splitlines()[-1].startswith("search: 2/2 done")

@@ -10,7 +10,7 @@ from edge_bus.bundle import Bundle
 from edge_bus.errors import BackendError, BundleError
 from edge_bus.runtime.backends.base import BackendOptions
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 def check_bundle(bundle: Bundle, options: BackendOptions) -> None:
@@ -18,6 +18,11 @@ def check_bundle(bundle: Bundle, options: BackendOptions) -> None:
     bundle.require_accepted(allow_rejected=options.allow_rejected)
     if options.precision not in PRECISIONS:
         raise BackendError(f"unknown precision '{options.precision}'; choose one of {', '.join(PRECISIONS)}")
+
+
+def resolved_precision(options: BackendOptions) -> str:
+    """The precision a non-TensorRT backend runs: "auto" means FP32 (the parity-gated reference)."""
+    return "fp32" if options.precision == "auto" else options.precision
 
 
 def artifact(bundle: Bundle, kind: str, backend: str) -> str:

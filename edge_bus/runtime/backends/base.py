@@ -13,7 +13,9 @@ from edge_bus.bundle import TensorSpec
 @dataclass
 class BackendOptions:
     device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto"
-    precision: str = "fp32"  # "fp32", "fp16", "int8": which artifact/engine to use
+    # "auto", "fp32", "fp16", "int8": which artifact/engine to use. "auto": TensorRT takes the best
+    # fresh engine for this GPU (fp16, then fp32, then int8); ONNX Runtime and TorchScript take FP32.
+    precision: str = "auto"
     threads: int | None = None  # CPU threads for ONNX Runtime / torch; None = library default
     max_batch: int | None = None  # None = the bundle's batch_range maximum
     cuda_graph: bool = False  # TensorRT only

@@ -2,7 +2,10 @@
 
 Providers are chosen from `onnxruntime.get_available_providers()`: device "cpu" -> CPU only;
 "cuda"/"cuda:N" -> CUDA then CPU; "auto" -> TensorRT EP, CUDA, CPU (in that order, where present).
-`precision="int8"` runs the bundle's `onnx_int8` artifact; "fp16" asks the TensorRT EP for FP16.
+
+Precision: "auto" and "fp32" run the bundle's `onnx` artifact in FP32; "int8" runs its `onnx_int8`
+artifact; "fp16" exists only through the TensorRT execution provider (device auto or cuda), and is a
+BackendError anywhere else rather than a silent FP32 run.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ import numpy as np
 
 from edge_bus.bundle import Bundle, TensorSpec
 from edge_bus.errors import BackendError
-from edge_bus.runtime.backends._common import artifact, check_bundle, check_input, max_batch, run_split
+from edge_bus.runtime.backends._common import (
+    artifact,
+    check_bundle,
+    check_input,
+    max_batch,
+    resolved_precision,
+    run_split,
+)
 from edge_bus.runtime.backends.base import BackendOptions
 
 
@@ -26,7 +36,9 @@ def choose_providers(available: list[str], device: str, precision: str, cache_di
     if device == "cpu":
         pass
     elif device == "auto" or device.startswith("cuda"):
-        if device == "auto" and "TensorrtExecutionProvider" in available:
+        # The TensorRT EP is tried first on "auto"; on an explicit cuda device only for fp16, which
+        # nothing else in ONNX Runtime provides.
+        if "TensorrtExecutionProvider" in available and (device == "auto" or precision == "fp16"):
             trt = {"device_id": cuda_id, "trt_fp16_enable": precision == "fp16", "trt_int8_enable": False}
             if cache_dir is not None:
                 trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
@@ -44,7 +56,23 @@ def choose_providers(available: list[str], device: str, precision: str, cache_di
     return providers
 
 
+TRT_EP = "TensorrtExecutionProvider"
+
+
+def _names(providers: list) -> list[str]:
+    return [p[0] if isinstance(p, tuple) else p for p in providers]
+
+
+def _no_fp16(device: str, providers: list[str]) -> str:
+    return (
+        f"precision fp16 with ONNX Runtime needs the TensorrtExecutionProvider on a GPU (device '{device}', "
+        f"providers {', '.join(providers)}); use --precision auto (FP32) or int8, or --backend tensorrt"
+    )
+
+
 class OnnxRuntimeBackend:
+    precision = "fp32"
+
     def __init__(self, session, bundle: Bundle, limit: int) -> None:
         self._session = session
         self.bundle = bundle
@@ -74,9 +102,13 @@ def open_onnxruntime(bundle: Bundle, options: BackendOptions) -> OnnxRuntimeBack
         import onnxruntime as ort
     except ImportError as exc:
         raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime (or onnxruntime-gpu)") from None
-    kind = "onnx_int8" if options.precision == "int8" else "onnx"
+    precision = resolved_precision(options)
+    kind = "onnx_int8" if precision == "int8" else "onnx"
     path = artifact(bundle, kind, "onnxruntime")
-    providers = choose_providers(ort.get_available_providers(), options.device, options.precision, bundle.root / "engines")
+    available = ort.get_available_providers()
+    providers = choose_providers(available, options.device, precision, bundle.root / "engines")
+    if precision == "fp16" and _names(providers)[0] != TRT_EP:
+        raise BackendError(_no_fp16(options.device, available))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
@@ -90,7 +122,10 @@ def open_onnxruntime(bundle: Bundle, options: BackendOptions) -> OnnxRuntimeBack
         session = ort.InferenceSession(path, sess_options=so, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise BackendError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0]}); re-export the bundle") from None
+    if precision == "fp16" and session.get_providers()[0] != TRT_EP:  # the EP failed to start and ORT fell back
+        raise BackendError(_no_fp16(options.device, session.get_providers()))
     backend = OnnxRuntimeBackend(session, bundle, max_batch(bundle, options))
+    backend.precision = precision
     _check_fits(backend, bundle, path)
     return backend
 

@@ -3,8 +3,11 @@ one CUDA stream, optional CUDA graphs. Device memory through cuda-python.
 
 Imports neither torch nor tensorrt at module level: the factory imports them, so that choosing
 another backend on a machine without TensorRT costs nothing. The engine is chosen by
-edge_bus.engine_cache for this GPU, this TensorRT version and the requested precision; a stale
-engine is refused with the command that rebuilds it.
+edge_bus.engine_cache for this GPU, this TensorRT version and the requested precision ("auto": the
+best fresh one, fp16 > fp32 > int8); a stale or missing engine is a BackendError (so `--backend
+auto` falls through to ONNX Runtime) carrying the command that rebuilds it. The batch range is read
+from the engine's optimization profile; chunks below its minimum are zero-padded and the padding
+dropped from the outputs.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import numpy as np
 
 from edge_bus.bundle import Bundle, TensorSpec
 from edge_bus.engine_cache import (
-    current_target,
-    cudart_module,
-    file_sha256,
-    lookup,
+    AUTO_ORDER,
+    PRECISIONS,
     bundle_records,
+    cudart_module,
+    current_target,
+    lookup,
+    lookup_auto,
+    source_kind,
 )
-from edge_bus.errors import BackendError
+from edge_bus.fileio import sha256_file
+from edge_bus.errors import BackendError, BundleError
 from edge_bus.runtime.backends.base import BackendOptions
 
 
@@ -77,45 +84,54 @@ class TensorRTBackend:
                 f"TensorRT/GPU); run `edge-bus export build-engine {bundle.root} --precision {precision}`"
             )
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(f"{engine_path}: TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        m = bundle.manifest
-        lo, hi = m.batch_range
-        self.max_batch = min(options.max_batch or hi, hi)
-        self.min_batch = lo
-        self._input_name = m.input.name
+        self._engine_path = engine_path
+        self._input_name = bundle.manifest.input.name
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        if self._input_name not in names:
+            raise BackendError(
+                f"{engine_path}: engine has no input '{self._input_name}' (it has {names}); "
+                f"rebuild it with `edge-bus export build-engine {bundle.root} --force`"
+            )
+        # The batch range is the engine's own optimization profile, not what the manifest says.
+        lo_shape, _, hi_shape = (tuple(int(d) for d in s) for s in self._engine.get_tensor_profile_shape(self._input_name, 0))
+        self.min_batch, profile_max = lo_shape[0], hi_shape[0]
+        self.max_batch = max(self.min_batch, min(options.max_batch or profile_max, profile_max))
+        self._dims = hi_shape[1:]
         self._outputs: list[str] = []
         self._buffers: dict[str, _Buffer] = {}
         for name in names:
-            mode = self._engine.get_tensor_mode(name)
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
-            if mode == trt.TensorIOMode.INPUT:
+            if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 if name != self._input_name:
                     raise BackendError(f"{engine_path}: engine input '{name}' is not the manifest's '{self._input_name}'")
-                shape = tuple(self._engine.get_tensor_profile_shape(name, 0)[2])
-                shape = (self.max_batch, *shape[1:])
+                self._buffers[name] = _Buffer(cudart, (self.max_batch, *self._dims), dtype)
             else:
                 self._outputs.append(name)
-                shape = None
-            if shape is not None:
-                self._buffers[name] = _Buffer(cudart, shape, dtype)
         # Output sizes follow from the largest input shape.
-        self._context.set_input_shape(self._input_name, (self.max_batch, *self._input_dims()))
+        self._set_shape(self.max_batch)
         for name in self._outputs:
             shape = tuple(self._context.get_tensor_shape(name))
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
             self._buffers[name] = _Buffer(cudart, shape, dtype)
         for name, buf in self._buffers.items():
-            self._context.set_tensor_address(name, int(buf.device))
-        self.inputs = [TensorSpec(self._input_name, ["batch", *self._input_dims()])]
+            if not self._context.set_tensor_address(name, int(buf.device)):
+                raise BackendError(f"{engine_path}: TensorRT refused the device buffer of tensor '{name}'")
+        self.inputs = [TensorSpec(self._input_name, ["batch", *self._dims])]
         self.outputs = [TensorSpec(n, ["batch", *list(self._context.get_tensor_shape(n))[1:]]) for n in self._outputs]
         self._use_graph = bool(options.cuda_graph)
         self._graphs: dict[int, Any] = {}
-        self._current_n: int | None = None
 
-    def _input_dims(self) -> tuple[int, ...]:
-        shape = self._engine.get_tensor_profile_shape(self._input_name, 0)[2]
-        return tuple(int(s) for s in shape[1:])
+    def _set_shape(self, n: int) -> None:
+        shape = (n, *self._dims)
+        if not self._context.set_input_shape(self._input_name, shape):
+            raise BackendError(
+                f"{self._engine_path}: TensorRT refused input shape {shape} (engine profile batch "
+                f"{self.min_batch}..{self.max_batch}, input {self._dims}); rebuild the engine for this shape"
+            )
+        self._current_n = n
 
     def _enqueue(self) -> None:
         if not self._context.execute_async_v3(stream_handle=self._stream):
@@ -137,16 +153,18 @@ class TensorRTBackend:
     def _run_chunk(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         cudart = self._cudart
         n = batch.shape[0]
-        if n != self._current_n:
-            self._context.set_input_shape(self._input_name, batch.shape)
-            self._current_n = n
+        if n < self.min_batch:  # below the profile minimum: pad with zeros, drop the padding below
+            pad = np.zeros((self.min_batch - n, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        if batch.shape[0] != self._current_n:
+            self._set_shape(batch.shape[0])
         inp = self._buffers[self._input_name]
         flat = np.ascontiguousarray(batch, dtype=inp.dtype).ravel()
         inp.host[: flat.size] = flat
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         _check(cudart.cudaMemcpyAsync(inp.device, inp.host_ptr, flat.nbytes, h2d, self._stream), "cudaMemcpyAsync")
         if self._use_graph:
-            self._run_graph(n)
+            self._run_graph(batch.shape[0])
         else:
             self._enqueue()
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -162,13 +180,13 @@ class TensorRTBackend:
             )
         _check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return {
-            name: self._buffers[name].host[:size].reshape(shape).astype(np.float32, copy=True)
+            name: self._buffers[name].host[:size].reshape(shape)[:n].astype(np.float32, copy=True)
             for name, (shape, size) in shapes.items()
         }
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if batch.ndim != 4:
-            raise BackendError(f"{self.name}: expected a (N, 1, S, S) batch, got shape {batch.shape}")
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self._dims:
+            raise BackendError(f"{self.name}: expected a (N, {', '.join(map(str, self._dims))}) batch, got shape {batch.shape}")
         parts = [self._run_chunk(batch[i : i + self.max_batch]) for i in range(0, batch.shape[0], self.max_batch)]
         if len(parts) == 1:
             return parts[0]
@@ -186,21 +204,42 @@ class TensorRTBackend:
             self._stream = None
 
 
-def find_engine(bundle: Bundle, precision: str) -> Path:
-    """The fresh engine of this bundle for this machine; BackendError (stale/missing) otherwise."""
+def find_engine(bundle: Bundle, precision: str) -> tuple[Path, str]:
+    """(engine path, precision) of this bundle's fresh engine for this machine.
+
+    precision "auto" takes the best fresh engine (fp16, then fp32, then int8); an explicit
+    precision means that precision. BackendError when no fresh engine fits (missing or stale), so
+    that `--backend auto` falls through to ONNX Runtime.
+    """
     target = current_target()
-    onnx_path = bundle.artifact_path("onnx")
-    result = lookup(
-        bundle.root,
-        model=bundle.manifest.model,
-        onnx_sha256=file_sha256(onnx_path),
-        target=target,
-        precision=precision,
-        records=bundle_records(bundle.root, bundle.manifest.engines),
-    )
+    m = bundle.manifest
+    try:
+        records = bundle_records(bundle.root, m.engines)
+    except BundleError as exc:  # a broken engine record must not stop `--backend auto` from falling through
+        raise BackendError(str(exc)) from None
+    wanted = AUTO_ORDER if precision == "auto" else (precision,)
+    shas: dict[str, str] = {}
+    for p in wanted:
+        kind = source_kind(p, m.artifacts)
+        rel = m.artifacts.get(kind)
+        if rel is None or not (bundle.root / rel).is_file():
+            if precision != "auto":
+                raise BackendError(
+                    f"{bundle.root}: the {p} TensorRT engine is built from '{kind}', which this bundle lacks; "
+                    f"re-export it with `edge-bus export ... --formats {kind},tensorrt` or choose another backend"
+                )
+            continue
+        shas[p] = sha256_file(bundle.root / rel)
+    if not shas:
+        raise BackendError(f"{bundle.root}: no ONNX model in this bundle to build TensorRT engines from; re-export it")
+    if precision == "auto":
+        result = lookup_auto(bundle.root, model=m.model, onnx_sha256=shas, target=target, records=records)
+    else:
+        result = lookup(bundle.root, model=m.model, onnx_sha256=shas[precision], target=target,
+                        precision=precision, records=records)
     if result.status != "fresh":
         raise BackendError(result.message(bundle.root))
-    return bundle.root / result.record.path
+    return bundle.root / result.record.path, result.precision
 
 
 def open_tensorrt(bundle: Bundle, options: BackendOptions) -> TensorRTBackend:
@@ -208,6 +247,8 @@ def open_tensorrt(bundle: Bundle, options: BackendOptions) -> TensorRTBackend:
     bundle.require_accepted(allow_rejected=options.allow_rejected)
     if options.device == "cpu":
         raise BackendError("the TensorRT backend needs a GPU but --device cpu was asked for; use --backend onnxruntime")
-    precision = options.precision
-    engine_path = find_engine(bundle, precision)
+    precision = (options.precision or "auto").lower()
+    if precision not in ("auto", *PRECISIONS):
+        raise BackendError(f"unknown precision '{options.precision}'; choose auto or one of {', '.join(PRECISIONS)}")
+    engine_path, precision = find_engine(bundle, precision)
     return TensorRTBackend(bundle, engine_path, precision, options)

@@ -1,4 +1,8 @@
-"""TorchScript backend: only where torch is installed (imported inside the factory)."""
+"""TorchScript backend: only where torch is installed (imported inside the factory).
+
+Precision "auto" and "fp32" run FP32; "fp16" runs a half-precision module on a CUDA GPU only;
+"int8" is refused (ONNX Runtime or TensorRT run INT8).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,14 @@ import numpy as np
 
 from edge_bus.bundle import Bundle, TensorSpec
 from edge_bus.errors import BackendError
-from edge_bus.runtime.backends._common import artifact, check_bundle, check_input, max_batch, run_split
+from edge_bus.runtime.backends._common import (
+    artifact,
+    check_bundle,
+    check_input,
+    max_batch,
+    resolved_precision,
+    run_split,
+)
 from edge_bus.runtime.backends.base import BackendOptions
 
 
@@ -19,6 +30,7 @@ class TorchScriptBackend:
         self.limit = limit
         self.size = bundle.manifest.preprocessing.size
         self.name = f"torchscript[{device}{',fp16' if half else ''}]"
+        self.precision = "fp16" if half else "fp32"
         m = bundle.manifest
         self.inputs = [TensorSpec(m.input.name, list(m.input.shape))]
         self.outputs = [TensorSpec(m.output.name, list(m.output.shape))]
@@ -46,7 +58,8 @@ class TorchScriptBackend:
 
 def open_torchscript(bundle: Bundle, options: BackendOptions) -> TorchScriptBackend:
     check_bundle(bundle, options)
-    if options.precision == "int8":
+    precision = resolved_precision(options)  # "auto" -> fp32
+    if precision == "int8":
         raise BackendError("torchscript runs fp32 or fp16 only; use --backend onnxruntime or tensorrt for int8")
     path = artifact(bundle, "torchscript", "torchscript")
     try:
@@ -58,7 +71,9 @@ def open_torchscript(bundle: Bundle, options: BackendOptions) -> TorchScriptBack
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendError(f"device '{device}' asked but torch sees no CUDA GPU; use --device cpu")
-    half = options.precision == "fp16" and device.startswith("cuda")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise BackendError(f"torchscript runs fp16 on a CUDA GPU only (device '{device}'); use --precision auto (FP32)")
+    half = precision == "fp16"
     if options.threads:
         torch.set_num_threads(int(options.threads))
     try:
