@@ -2,7 +2,8 @@
 
 No torch at import: torch is loaded only to run the PyTorch eager baseline or to export default
 bundles. Modules: latency (timers, percentiles, the timed loop), pipeline (one end-to-end
-iteration, stage by stage), config (options and their checks), defaults (which bundle runs),
+iteration, stage by stage, with the runtime's postprocessing; and a run of the runtime's own
+threaded Pipeline), config (options and their checks), defaults (which bundle runs),
 baseline (PyTorch eager), accuracy (test-split metrics), machine, records, report (writers),
 runner (the run).
 """

@@ -2,12 +2,12 @@
 
 Classification: weighted F1 (and accuracy) over the three classes. Segmentation: mean IoU and Dice
 over all test images (empty-mask rule of edge_bus.metrics) and over lesion images only.
-Images and masks are compared at the model's input size (THE preprocessing; masks nearest).
+Images and masks are compared at the bundle's own input size (manifest preprocessing.size; THE
+preprocessing; masks nearest), whatever that size is.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,14 +67,25 @@ def predict(infer: Callable[[np.ndarray], np.ndarray], test: TestSet, spec: Prep
 
 
 def score(task: str, logits: np.ndarray, test: TestSet, classes: list[str], threshold: float) -> dict:
-    """The task's metrics (edge_bus.metrics) as a flat dict of headline numbers plus `n`."""
+    """The task's metrics (edge_bus.metrics) as a flat dict of headline numbers plus `n`.
+
+    Predictions come from the runtime's postprocessing (edge_bus.runtime.postprocess): the argmax
+    of the softmax in the bundle's class order, or every pixel whose sigmoid exceeds the bundle's
+    threshold at the model's resolution (the test masks are at that size too).
+    """
     from edge_bus import metrics  # noqa: PLC0415
+    from edge_bus.data.busi import CLASSES  # noqa: PLC0415
+    from edge_bus.runtime.postprocess import binary_mask, classify_batch  # noqa: PLC0415
 
     if task == "classification":
-        report = metrics.classification_report(test.labels, logits.argmax(axis=1), classes)
+        if sorted(classes) != sorted(CLASSES):
+            raise DataError(f"the classifier's classes {classes} are not the data's classes {list(CLASSES)}; "
+                            "accuracy cannot be scored on this data set")
+        y_true = np.asarray([classes.index(CLASSES[i]) for i in test.labels], np.int64)  # data order -> bundle order
+        y_pred, _ = classify_batch(logits)
+        report = metrics.classification_report(y_true, y_pred, list(classes))
         return {"n": report["n"], "weighted_f1": report["weighted_f1"], "accuracy": report["accuracy"]}
-    cut = math.log(threshold / (1.0 - threshold))
-    preds = (logits[:, 0] > cut).astype(np.uint8)
+    preds = binary_mask(logits, threshold)
     report = metrics.segmentation_report(preds, test.masks)
     return {
         "n": len(test),

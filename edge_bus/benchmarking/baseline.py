@@ -21,6 +21,7 @@ class EagerModel:
     device: str
     trained: bool  # weights from the bundle's checkpoint (else freshly initialized)
     detail: str
+    reason: str = ""  # why the checkpoint was not used (when trained is False)
 
 
 def torch_device(device: str) -> str:
@@ -32,8 +33,9 @@ def torch_device(device: str) -> str:
 
 
 def eager_model(bundle: Bundle, *, device: str = "auto", threads: int | None = None) -> EagerModel:
-    """The bundle's PyTorch model: from its checkpoint when the manifest names one that exists,
-    else freshly initialized (fine for latency; the bundle is then latency-only anyway)."""
+    """The bundle's PyTorch model: from the checkpoint its provenance names, when that file exists
+    and its SHA-256 is the one recorded at export; else freshly initialized (fine for latency, no
+    accuracy reference). The model runs at the bundle's own input size."""
     import torch  # noqa: PLC0415
 
     from edge_bus.exporting.source import ModelSpec, from_checkpoint, from_spec  # noqa: PLC0415
@@ -42,10 +44,22 @@ def eager_model(bundle: Bundle, *, device: str = "auto", threads: int | None = N
     if threads:
         torch.set_num_threads(int(threads))
     checkpoint = m.provenance.get("checkpoint")
-    if checkpoint and Path(checkpoint).is_file():
-        source = from_checkpoint(checkpoint, size=m.preprocessing.size)
-        trained = True
+    recorded = m.provenance.get("checkpoint_sha256")
+    source, trained, reason = None, False, ""
+    if not checkpoint:
+        reason = "the bundle records no checkpoint"
+    elif not Path(checkpoint).is_file():
+        reason = f"its checkpoint {checkpoint} is not on this machine"
     else:
+        source = from_checkpoint(checkpoint, size=m.preprocessing.size)
+        found = source.provenance.get("checkpoint_sha256")
+        if recorded and found != recorded:
+            reason = (f"{checkpoint} has changed since the export (sha256 {str(found)[:12]}, bundle records "
+                      f"{str(recorded)[:12]}); re-export the bundle from it")
+            source = None
+        else:
+            trained = True
+    if source is None:
         kwargs = dict(m.provenance.get("model_kwargs") or {})
         source = from_spec(ModelSpec(m.model, kwargs=kwargs, size=m.preprocessing.size, classes=tuple(m.classes)))
         trained = False
@@ -62,4 +76,4 @@ def eager_model(bundle: Bundle, *, device: str = "auto", threads: int | None = N
             result = out.float().cpu().numpy()  # .cpu() waits for the device
         return result
 
-    return EagerModel(infer=infer, sync=sync, device=dev, trained=trained, detail=f"torch {torch.__version__} eager fp32 on {dev}")
+    return EagerModel(infer=infer, sync=sync, device=dev, trained=trained, detail=f"torch {torch.__version__} eager fp32 on {dev}", reason=reason)

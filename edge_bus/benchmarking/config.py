@@ -9,15 +9,19 @@ from edge_bus.errors import ConfigError
 
 DEPLOYED_MODELS = ("vgg19", "unet_vgg19", "deeplabv3_resnet101")
 BACKENDS = ("onnxruntime", "torchscript", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-# Which bundle artifact a backend needs for a precision. ONNX Runtime runs the FP32 graph or the
-# statically quantized INT8 graph; TorchScript runs FP32 (FP16 only on a GPU); TensorRT builds any
-# precision from the FP32 ONNX graph on the device.
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+# Which bundle artifact a backend needs for a precision. "auto" is the runtime's default: TensorRT
+# takes the best fresh engine, ONNX Runtime and TorchScript take FP32; rows are labelled with what
+# the backend says it runs (`backend.precision`), never "auto". ONNX Runtime runs the FP32 graph
+# (FP16 only through its TensorRT execution provider, checked in runner.prepare) or the statically
+# quantized INT8 graph; TorchScript runs FP32 (FP16 only on a CUDA GPU); TensorRT runs engines
+# built from the ONNX graphs on the device.
 ARTIFACT_FOR: dict[str, dict[str, str]] = {
-    "onnxruntime": {"fp32": "onnx", "int8": "onnx_int8"},
-    "torchscript": {"fp32": "torchscript", "fp16": "torchscript"},
-    "tensorrt": {"fp32": "onnx", "fp16": "onnx", "int8": "onnx"},
+    "onnxruntime": {"auto": "onnx", "fp32": "onnx", "fp16": "onnx", "int8": "onnx_int8"},
+    "torchscript": {"auto": "torchscript", "fp32": "torchscript", "fp16": "torchscript"},
+    "tensorrt": {"auto": "onnx", "fp32": "onnx", "fp16": "onnx", "int8": "onnx"},
 }
+DEFAULT_PRECISIONS = ("auto",)
 DEFAULT_BATCHES = (1, 4)
 DEFAULT_BATCH_RANGE = (1, 8)  # batch range of the default (freshly exported) bundles
 DEFAULT_SIZE = 256
@@ -25,9 +29,10 @@ DEFAULT_SIZE = 256
 
 @dataclass
 class BenchmarkConfig:
-    models: list[str] = field(default_factory=lambda: list(DEPLOYED_MODELS))
+    # None: every bundle in bundles_dir when that is given, else DEPLOYED_MODELS (resolved by validate)
+    models: list[str] | None = None
     backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
-    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    precisions: list[str] = field(default_factory=lambda: list(DEFAULT_PRECISIONS))
     batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
     bundles_dir: Path | None = None  # trained bundles: <dir>/<model>/manifest.json
     cache_dir: Path | None = None  # default bundles; None = ~/.cache/edge-bus/default-bundles
@@ -41,6 +46,9 @@ class BenchmarkConfig:
     split: Path | None = None  # split manifest; None = a seed-0 split made from `data`
     max_eval_images: int | None = None  # cap on test images per artifact (None = all)
     baseline: bool = True  # PyTorch eager FP32 batch 1, side by side
+    pipeline: bool = True  # also run the runtime's threaded Pipeline at the largest batch
+    pipeline_frames: int | None = None  # frames per pipeline run; None = largest batch x iters
+    allow_rejected: bool = False  # run bundles that failed their parity gate
     device: str = "auto"
     threads: int | None = None
     out: Path = Path("benchmark-results")
@@ -49,6 +57,8 @@ class BenchmarkConfig:
 
     def validate(self) -> None:
         """Reject unknown names and impossible numbers, listing the valid choices."""
+        if self.models is None:
+            self.models = bundle_models(Path(self.bundles_dir)) if self.bundles_dir is not None else list(DEPLOYED_MODELS)
         check_choices("model", self.models, DEPLOYED_MODELS if self.bundles_dir is None else None)
         check_choices("backend", self.backends, BACKENDS)
         check_choices("precision", self.precisions, PRECISIONS)
@@ -61,6 +71,8 @@ class BenchmarkConfig:
                     )
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch sizes must be integers >= 1, got {self.batches}")
+        if self.pipeline_frames is not None and self.pipeline_frames < 1:
+            raise ConfigError(f"--pipeline-frames must be >= 1, got {self.pipeline_frames}")
         if self.iters < 1 or self.min_iters < 1 or self.warmup < 0 or self.max_seconds <= 0:
             raise ConfigError("--iters and --min-iters must be >= 1, --warmup >= 0 and --max-seconds > 0")
         if self.split is not None and self.data is None:
@@ -69,6 +81,16 @@ class BenchmarkConfig:
             raise ConfigError(f"--split {self.split}: no such file; write one with `edge-bus data split`")
         if self.data is not None:
             check_labelled_folder(Path(self.data))
+
+
+def bundle_models(folder: Path) -> list[str]:
+    """The models of a bundles folder: every <folder>/<model>/manifest.json, sorted."""
+    if not folder.is_dir():
+        raise ConfigError(f"--bundles {folder}: no such folder; it should hold <model>/manifest.json for each model")
+    models = sorted(p.parent.name for p in folder.glob("*/manifest.json"))
+    if not models:
+        raise ConfigError(f"--bundles {folder}: no <model>/manifest.json in it; export bundles there with `edge-bus export`")
+    return models
 
 
 def check_choices(option: str, values: list[str], valid: tuple[str, ...] | None) -> None:

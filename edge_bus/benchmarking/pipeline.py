@@ -2,22 +2,26 @@
 
 The runtime's pipeline overlaps these stages in threads; here they run one after the other so each
 can be timed on its own. Frames come from the runtime's sources (`open_source`), preprocessing is
-THE preprocessing (edge_bus.data.preprocess) and postprocessing turns logits into what the runtime
-reports: class probabilities, or a lesion mask at the frame's size.
+THE preprocessing (edge_bus.data.preprocess) and postprocessing is the runtime's own
+(edge_bus.runtime.postprocess): class probabilities, or the largest lesion in frame pixels.
+
+`run_runtime_pipeline` measures the same bundle end to end through the runtime's threaded Pipeline
+(what `edge-bus run` executes), time-boxed like the sequential loop.
 """
 
 from __future__ import annotations
 
-import math
+import threading
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from edge_bus.benchmarking.latency import Step
 from edge_bus.data.preprocess import PreprocessSpec, preprocess_batch
 from edge_bus.errors import SourceError
+from edge_bus.runtime.postprocess import classify_batch, segment_frame
 
 Infer = Callable[[np.ndarray], np.ndarray]  # float32 (N,1,S,S) -> logits, device-synchronized
 
@@ -46,26 +50,19 @@ class FrameFeed:
         self.source.close()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def postprocess(task: str, threshold: float) -> Callable[[np.ndarray, list[np.ndarray]], list]:
-    """logits of a batch -> per-frame result (class index and probabilities, or a full-size mask)."""
+    """logits of a batch -> per-frame result, with the runtime's own postprocessing
+    (edge_bus.runtime.postprocess): class index and probabilities, or the largest lesion in frame pixels."""
     if task == "classification":
 
         def classify(logits: np.ndarray, frames: list[np.ndarray]) -> list:
-            probs = _softmax(np.asarray(logits, dtype=np.float32))
-            return [(int(p.argmax()), p) for p in probs]
+            indices, probs = classify_batch(logits)
+            return list(zip(indices.tolist(), probs))
 
         return classify
-    cut = math.log(threshold / (1.0 - threshold))  # sigmoid(x) > t  <=>  x > logit(t)
 
     def segment(logits: np.ndarray, frames: list[np.ndarray]) -> list:
-        masks = (np.asarray(logits)[:, 0] > cut).astype(np.uint8)
-        return [cv2.resize(m, (f.shape[1], f.shape[0]), interpolation=cv2.INTER_NEAREST) for m, f in zip(masks, frames)]
+        return [segment_frame(one, threshold, f.shape) for one, f in zip(np.asarray(logits), frames)]
 
     return segment
 
@@ -99,3 +96,86 @@ def end_to_end_step(
         }
 
     return step
+
+
+@dataclass
+class PipelineRun:
+    """One run of the runtime's Pipeline: its summary plus how the run was bounded."""
+
+    summary: dict[str, Any]
+    frames_asked: int
+    time_box_s: float
+    wall_s: float
+    stopped_by: str  # "max_frames", "time limit", "end of source", ...
+    notes: list[str] = field(default_factory=list)
+
+
+def open_bench_source(uri: str):
+    """The runtime's source for `uri`. An unpaced synthetic source (fps=0) is read as a file would be
+    (blocking, no drops): a live source that produces frames as fast as it can would otherwise spin a
+    core and drop nearly every frame, which measures the drop policy rather than throughput."""
+    from edge_bus.runtime.sources import SyntheticSource, open_source  # noqa: PLC0415
+
+    source = open_source(uri)
+    if isinstance(source, SyntheticSource) and not source.fps:
+        source.live = False
+    return source
+
+
+def run_runtime_pipeline(
+    uri: str,
+    *,
+    role: str,
+    bundle_dir: str,
+    backend: str,
+    precision: str,
+    batch: int,
+    frames: int,
+    time_box_s: float,
+    device: str = "auto",
+    threads: int | None = None,
+    allow_rejected: bool = False,
+    warmup: int = 1,
+) -> PipelineRun:
+    """`Pipeline(RunConfig(..., sinks=[]), handle_sigint=False).run()` for one bundle, stopped after
+    `frames` frames or `time_box_s` seconds of streaming (queued frames are then drained).
+
+    Model loading is outside the measurement (the pipeline's fps counts streaming time only), and
+    the loaded backends get `warmup` untimed single-frame calls first (cheap on slow CPUs; enough for
+    first-call set-up such as TensorRT contexts and memory arenas)."""
+    from edge_bus.runtime.config import RunConfig  # noqa: PLC0415
+    from edge_bus.runtime.pipeline import Pipeline  # noqa: PLC0415
+
+    config = RunConfig(
+        source=uri,
+        classifier=bundle_dir if role == "classifier" else None,
+        segmenter=bundle_dir if role == "segmenter" else None,
+        backend=backend,
+        precision=precision,
+        device=device,
+        batch=batch,
+        max_frames=frames,
+        sinks=[],
+        allow_rejected=allow_rejected,
+    )
+    config.validate()
+    source = open_bench_source(uri)
+    pipeline = Pipeline(config, source=source, handle_sigint=False, threads=threads)
+    timer = threading.Timer(time_box_s, pipeline.stop)
+    timer.daemon = True
+    t0 = time.perf_counter()
+    try:
+        pipeline.open()  # models load outside the time box
+        for model in pipeline.models or []:
+            size = model.manifest.preprocessing.size
+            for _ in range(max(0, warmup)):
+                model.backend(np.zeros((1, 1, size, size), np.float32))
+        timer.start()
+        summary = pipeline.run()
+    finally:
+        timer.cancel()
+        source.close()
+    wall = time.perf_counter() - t0
+    ended = summary.get("ended_because") or ""
+    stopped_by = "time limit" if ended == "stopped" else ended
+    return PipelineRun(summary=summary, frames_asked=frames, time_box_s=time_box_s, wall_s=wall, stopped_by=stopped_by)

@@ -19,7 +19,7 @@ class ConfigResult:
     task: str
     backend: str  # requested name, or "pytorch-eager" for the baseline
     backend_detail: str  # what actually ran, e.g. "onnxruntime[CPUExecutionProvider]"
-    precision: str
+    precision: str  # what ran (the backend's own `precision`), never "auto"
     batch: int
     latency_only: bool
     baseline: bool
@@ -36,6 +36,7 @@ class ConfigResult:
     accuracy: dict[str, Any] | None = None
     accuracy_reference: dict[str, Any] | None = None  # PyTorch FP32 on the same images
     note: str = ""
+    requested_precision: str = ""  # as asked (e.g. "auto"); `precision` is what ran
 
     @classmethod
     def from_measurement(cls, m: Measurement, **fields: Any) -> "ConfigResult":
@@ -67,6 +68,7 @@ class ConfigResult:
             "backend": self.backend,
             "backend_detail": self.backend_detail,
             "precision": self.precision,
+            "requested_precision": self.requested_precision or self.precision,
             "batch": self.batch,
             "latency_only": self.latency_only,
             "baseline": self.baseline,
@@ -87,6 +89,66 @@ class ConfigResult:
         }
 
 
+PIPELINE_STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
+
+
+@dataclass
+class PipelineResult:
+    """One model x backend x precision streamed through the runtime's threaded Pipeline
+    (`edge-bus run` without sinks) at the largest requested batch."""
+
+    model: str
+    task: str
+    backend: str
+    backend_detail: str  # the pipeline's own backend string, e.g. "segmenter=onnxruntime[CPUExecutionProvider]"
+    precision: str  # what ran
+    batch: int  # the batcher's maximum batch
+    frames: int  # frames processed
+    frames_asked: int  # max_frames
+    fps: float  # the pipeline's own fps (frames / streaming time)
+    latency_ms: dict[str, dict[str, float | None]]  # stage -> {p50, p90, p99, mean}, per frame
+    sequential_fps: float | None  # the sequential loop's fps at the same batch, same run
+    stopped_by: str
+    time_box_s: float
+    wall_s: float
+    drops: int = 0
+    bad_frames: int = 0
+    batches: int = 0
+    latency_only: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)  # the pipeline's summary as returned
+
+    @property
+    def ratio(self) -> float | None:
+        """Pipeline fps / sequential-loop fps (> 1: the threads overlap the stages)."""
+        if not self.sequential_fps:
+            return None
+        return self.fps / self.sequential_fps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "task": self.task,
+            "backend": self.backend,
+            "backend_detail": self.backend_detail,
+            "precision": self.precision,
+            "batch": self.batch,
+            "frames": self.frames,
+            "frames_asked": self.frames_asked,
+            "fps": self.fps,
+            "latency_ms": self.latency_ms,
+            "sequential_fps": self.sequential_fps,
+            "fps_ratio_vs_sequential": self.ratio,
+            "stopped_by": self.stopped_by,
+            "time_box_s": self.time_box_s,
+            "wall_s": self.wall_s,
+            "drops": self.drops,
+            "bad_frames": self.bad_frames,
+            "batches": self.batches,
+            "latency_only": self.latency_only,
+            "summary": self.summary,
+        }
+
+
 @dataclass
 class BenchmarkReport:
     started: str  # ISO date-time
@@ -95,6 +157,7 @@ class BenchmarkReport:
     machine: dict[str, Any]
     bundles: dict[str, dict[str, Any]]  # model -> {path, trained, latency_only, ...}
     results: list[ConfigResult] = field(default_factory=list)
+    pipeline: list[PipelineResult] = field(default_factory=list)  # end to end through the runtime's Pipeline
     skipped: list[dict[str, str]] = field(default_factory=list)  # configurations that could not run, and why
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
@@ -112,4 +175,5 @@ class BenchmarkReport:
             "notes": self.notes,
             "skipped": self.skipped,
             "results": [r.to_dict() for r in self.results],
+            "pipeline": [p.to_dict() for p in self.pipeline],
         }

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_bus.benchmarking.machine import machine_summary
-from edge_bus.benchmarking.records import STAGES, BenchmarkReport, ConfigResult
+from edge_bus.benchmarking.records import STAGES, BenchmarkReport, ConfigResult, PipelineResult
 
 JSON_NAME = "benchmark.json"
 MARKDOWN_NAME = "benchmark.md"
@@ -25,6 +25,9 @@ PLOT_HIST_NAME = "latency_hist.png"
 LATENCY_COLUMNS = ["model", "backend", "prec", "batch", "iters", "p50", "p90", "p99", "max", "mean", "fps", "x eager"]
 STAGE_COLUMNS = ["model", "backend", "prec", "batch", *STAGES, "accuracy"]
 COLUMNS = LATENCY_COLUMNS + [f"{s} ms" for s in STAGES] + ["accuracy"]
+PIPELINE_COLUMNS = ["model", "backend", "prec", "batch", "frames", "fps", "seq fps", "pipe/seq",
+                    "p50", "p90", "p99", "mean", "infer p50", "drops", "stopped by"]
+PIPELINE_TERMINAL = ("model", "backend", "prec", "batch", "frames", "fps", "seq fps", "pipe/seq", "p50", "p99")
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -41,11 +44,11 @@ def accuracy_text(row: ConfigResult) -> str:
     a = row.accuracy
     if "weighted_f1" in a:
         text = f"wF1 {a['weighted_f1']:.4f}"
-        if row.accuracy_reference:
+        if row.accuracy_reference and not row.baseline:
             text += f" (fp32 torch {row.accuracy_reference['weighted_f1']:.4f})"
         return text
     text = f"IoU {_fmt(a.get('iou'), 3)} Dice {_fmt(a.get('dice'), 3)}"
-    if row.accuracy_reference:
+    if row.accuracy_reference and not row.baseline:
         text += f" (fp32 torch IoU {_fmt(row.accuracy_reference.get('iou'), 3)})"
     return text
 
@@ -68,6 +71,27 @@ def table_rows(report: BenchmarkReport) -> list[list[str]]:
     return [latency_row(r) + stage_cells(r) + [accuracy_text(r)] for r in report.results]
 
 
+def pipeline_row(p: PipelineResult) -> list[str]:
+    total = p.latency_ms.get("total") or {}
+    infer = p.latency_ms.get("inference") or {}
+    return [
+        p.model, p.backend, p.precision, str(p.batch), str(p.frames), _fmt(p.fps, 2), _fmt(p.sequential_fps, 2),
+        "-" if p.ratio is None else f"{p.ratio:.2f}x",
+        _fmt(total.get("p50")), _fmt(total.get("p90")), _fmt(total.get("p99")), _fmt(total.get("mean")),
+        _fmt(infer.get("p50")), str(p.drops), p.stopped_by or "-",
+    ]
+
+
+PIPELINE_TITLE = "End to end through the runtime pipeline (edge-bus run, threaded, no sinks), per frame, ms"
+PIPELINE_LEGEND = (
+    "pipeline rows: the runtime's own Pipeline (capture, batcher + preprocess, inference and postprocess in "
+    "overlapping threads) at the largest batch; fps = its frames / streaming time; latency = per frame from "
+    "capture to the end of postprocessing (includes queueing and batching waits); seq fps = the sequential "
+    "loop's fps at the same batch in this run; pipe/seq = fps / seq fps; p90, mean, inference p50, drops and "
+    "how each run ended are in benchmark.md and benchmark.json"
+)
+
+
 def print_table(report: BenchmarkReport, console) -> None:
     from rich.table import Table  # noqa: PLC0415
 
@@ -83,11 +107,22 @@ def print_table(report: BenchmarkReport, console) -> None:
         stages.add_row(*latency_row(r)[:4], *stage_cells(r), accuracy_text(r))
     console.print(lat)
     console.print(stages)
+    if report.pipeline:
+        pipe = Table(title=PIPELINE_TITLE)
+        keep = [PIPELINE_COLUMNS.index(n) for n in PIPELINE_TERMINAL]
+        for name in PIPELINE_TERMINAL:
+            pipe.add_column(name, justify="left" if name in text_cols else "right", overflow="fold")
+        for p in report.pipeline:
+            cells = pipeline_row(p)
+            pipe.add_row(*[cells[i] for i in keep])
+        console.print(pipe)
     console.print(f"machine: {machine_summary(report.machine)}", highlight=False)
     console.print(
         "fps = frames per second end to end; 'x eager' = fps / fps of the same model in PyTorch eager FP32 batch 1 "
-        "(same run); * = time-boxed (fewer iterations)", highlight=False
+        "(same run); * = time-boxed (fewer iterations); prec = the precision that ran", highlight=False
     )
+    if report.pipeline:
+        console.print(PIPELINE_LEGEND, highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
     for skip in report.skipped:
@@ -125,7 +160,7 @@ def markdown(report: BenchmarkReport) -> str:
         f"- command: `{report.command}`",
         f"- wall time: {report.wall_s:.1f} s",
         f"- what was run: models {', '.join(s['models'])}; backends {', '.join(s['backends'])}; precisions "
-        f"{', '.join(s['precisions'])}; batch sizes {', '.join(map(str, s['batches']))}; {s['warmup']} warm-up iteration(s), "
+        f"{', '.join(s['precisions'])} (rows show the precision that ran); batch sizes {', '.join(map(str, s['batches']))}; {s['warmup']} warm-up iteration(s), "
         f"then up to {s['iters']} timed iterations per configuration, time-boxed at {s['max_seconds']:g} s "
         f"(at least {s['min_iters']}); frames from `{s['source']}`",
         "",
@@ -137,6 +172,18 @@ def markdown(report: BenchmarkReport) -> str:
         "",
         _md_table(COLUMNS, table_rows(report)),
         "",
+    ]
+    if report.pipeline:
+        parts += [
+            "## End to end through the runtime pipeline",
+            "",
+            PIPELINE_LEGEND[0].upper() + PIPELINE_LEGEND[1:] + ". Each run is time-boxed like the sequential loop "
+            f"(`stopped by`); frames from the same source.",
+            "",
+            _md_table(PIPELINE_COLUMNS, [pipeline_row(p) for p in report.pipeline]),
+            "",
+        ]
+    parts += [
         "## Accuracy on the test split",
         "",
     ]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -41,6 +42,18 @@ def test_small_run_writes_every_output(tiny_bundles, tmp_path):
         assert r["throughput_fps"] == pytest.approx(r["batch"] * 1000 / e["mean_ms"])
         assert r["latency_only"] is True
     assert rows[0]["speedup_vs_baseline"] == 1.0
+    # Default precision "auto": rows say what ran (ONNX Runtime: FP32), never "auto".
+    assert [(r["precision"], r["requested_precision"]) for r in rows[1:]] == [("fp32", "auto")] * 2
+    # The runtime's own pipeline at the largest batch, next to the sequential loop at that batch.
+    [pipe] = data["pipeline"]
+    assert (pipe["backend"], pipe["precision"], pipe["batch"]) == ("onnxruntime", "fp32", 2)
+    assert pipe["frames"] == pipe["frames_asked"] == 2 * 4 and pipe["stopped_by"] == "max_frames"
+    assert pipe["drops"] == 0 and pipe["fps"] > 0 and pipe["backend_detail"].startswith("segmenter=onnxruntime")
+    assert pipe["sequential_fps"] == pytest.approx(rows[2]["throughput_fps"])
+    assert pipe["fps_ratio_vs_sequential"] == pytest.approx(pipe["fps"] / pipe["sequential_fps"])
+    for stage in ("decode", "preprocess", "inference", "postprocess", "total"):
+        assert pipe["latency_ms"][stage]["p50"] <= pipe["latency_ms"][stage]["p99"]
+    assert "runtime pipeline" in result.output and "pipe/seq" in result.output
     assert data["machine"]["cpu"]["cores"] >= 1
     assert data["command"].startswith("edge-bus benchmark")
     md = (out / "benchmark.md").read_text()
@@ -87,6 +100,50 @@ def test_bad_options_are_rejected_before_any_export(args, words, tmp_path):
         assert word in result.output, (word, result.output)
     assert not cache.exists()  # nothing exported
     assert not (tmp_path / "out").exists()
+
+
+def test_auto_and_fp32_are_measured_once(tiny_bundles, tmp_path):
+    out = tmp_path / "out"
+    result = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--batch", "1", "--precision", "auto,fp32",
+                   "--no-baseline", "--no-pipeline", "--no-plots", "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "benchmark.json").read_text())
+    assert [(r["precision"], r["requested_precision"]) for r in data["results"]] == [("fp32", "auto")]
+    assert data["pipeline"] == []
+    assert any("--precision fp32 runs fp32, already measured" in n for n in data["notes"]), data["notes"]
+
+
+def test_rejected_bundle_is_refused_before_any_work(tiny_bundles, tmp_path):
+    bundles = tmp_path / "bundles"
+    shutil.copytree(tiny_bundles / "unet", bundles / "unet")
+    manifest = json.loads((bundles / "unet" / "manifest.json").read_text())
+    manifest["status"] = "rejected"
+    (bundles / "unet" / "manifest.json").write_text(json.dumps(manifest))
+    result = _run(["--bundles", str(bundles), "--out", str(tmp_path / "o"), *SMALL])  # no --model: the folder's bundles
+    assert result.exit_code == 2
+    assert "parity gate" in result.output and "--allow-rejected" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_classification_accuracy_follows_the_bundles_class_order():
+    """Test labels index the data's CLASSES; a classifier listing them in another order is scored in its own."""
+    from edge_bus import metrics
+    from edge_bus.benchmarking.accuracy import TestSet, score
+
+    labels = np.array([0, 1, 2, 2, 0, 1], np.int64)  # benign, malignant, normal, ...
+    test = TestSet(np.zeros((6, 4, 4), np.uint8), np.zeros((6, 4, 4), np.uint8), labels, [str(i) for i in range(6)], "h", "t")
+    order = ["normal", "benign", "malignant"]
+    logits = np.full((6, 3), -5.0, np.float32)
+    predicted = ["benign", "malignant", "normal", "benign", "benign", "malignant"]
+    for i, name in enumerate(predicted):
+        logits[i, order.index(name)] = 5.0
+    got = score("classification", logits, test, order, 0.5)
+    y_true = [order.index(["benign", "malignant", "normal"][k]) for k in labels]
+    want = metrics.classification_report(y_true, [order.index(n) for n in predicted], order)
+    assert got["accuracy"] == pytest.approx(5 / 6) == pytest.approx(want["accuracy"])
+    assert got["weighted_f1"] == pytest.approx(want["weighted_f1"])
+    with pytest.raises(Exception, match="not the data's classes"):
+        score("classification", logits, test, ["a", "b", "c"], 0.5)
 
 
 def test_batch_outside_a_bundles_range_is_rejected(tiny_bundles, tmp_path):
