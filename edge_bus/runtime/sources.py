@@ -112,7 +112,27 @@ class ImageFilesSource(Source):
         self._index = 0
 
 
-class VideoFileSource(Source):
+class _OpenCVCaptureMixin:
+    """read/release of a cv2.VideoCapture held in `self._cap` (video files and capture devices)."""
+
+    _cap: Any
+    name: str
+
+    def _read_image(self):
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read()
+        if not ok:
+            return None
+        return image, self.name, None
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoFileSource(_OpenCVCaptureMixin, Source):
     """A video file decoded with OpenCV's FFMPEG backend; nothing is dropped."""
 
     def __init__(self, uri: str, path: Path) -> None:
@@ -140,18 +160,6 @@ class VideoFileSource(Source):
             )
         self._cap = cap
 
-    def _read_image(self):
-        if self._cap is None:
-            return None
-        ok, image = self._cap.read()
-        if not ok:
-            return None
-        return image, self.name, None
-
-    def _release(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 def _paths_source(uri: str, target: str, options: dict[str, Any]) -> Source:
@@ -184,7 +192,7 @@ def gstreamer_available() -> bool:
     return False
 
 
-class CaptureSource(Source):
+class CaptureSource(_OpenCVCaptureMixin, Source):
     """A live cv2.VideoCapture: keeps the newest frames, reconnects when the stream is lost."""
 
     live = True
@@ -209,18 +217,6 @@ class CaptureSource(Source):
             cap.set(prop, value)
         self._cap = cap
 
-    def _read_image(self):
-        if self._cap is None:
-            return None
-        ok, image = self._cap.read()
-        if not ok:
-            return None
-        return image, self.name, None
-
-    def _release(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 def _v4l2_source(uri: str, target: str, options: dict[str, Any]) -> Source:
