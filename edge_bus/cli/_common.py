@@ -12,8 +12,10 @@ from rich.markup import escape
 
 from edge_bus.errors import EdgeBusError
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# Piped into a log, rich would wrap tables at 80 columns; give logs room for a whole row instead.
+_LOG_WIDTH = 180
+console = Console(stderr=False, width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
