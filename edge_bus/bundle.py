@@ -31,7 +31,8 @@ MANIFEST_NAME = "manifest.json"
 PARITY_NAME = "parity.json"
 TASKS = ("classification", "segmentation")
 STATUSES = ("accepted", "rejected", "unchecked")
-ARTIFACT_KINDS = ("onnx", "onnx_int8", "torchscript", "tensorrt")
+# onnx_int8: the ONNX Runtime INT8 model; onnx_int8_tensorrt: the same calibration as TensorRT wants it
+ARTIFACT_KINDS = ("onnx", "onnx_int8", "onnx_int8_tensorrt", "torchscript", "tensorrt")
 
 
 @dataclass

@@ -9,8 +9,8 @@ engine cache file name:
     engines/<model>-<precision>-<key[:16]>.engine     the serialized engine
     engines/<model>-<precision>-<key[:16]>.json       its record (EngineRecord, below)
 
-INT8 engines are built from the bundle's QDQ model.int8.onnx when it has one (`source_kind`), so
-their key holds that file's hash. TensorRT timing caches are kept per TensorRT version + GPU
+INT8 engines are built from the bundle's symmetric QDQ model.int8.tensorrt.onnx when it has one
+(`source_kind`), so their key holds that file's hash. TensorRT timing caches are kept per TensorRT version + GPU
 (`timing_cache_path`). Precision "auto" (`lookup_auto`) takes the first fresh engine of fp16, fp32, int8.
 
 `lookup()` answers "fresh" (load it), "stale" (an engine for this precision exists but was built for
@@ -38,13 +38,14 @@ file_sha256 = sha256_file  # old name, kept for callers outside this package
 
 # "auto" precision: the best fresh engine for this GPU, in this order.
 AUTO_ORDER = ("fp16", "fp32", "int8")
-# The ONNX file each precision's engine is built from: INT8 uses the bundle's QDQ model
-# (explicit quantization) when it has one, the others the FP32 model.
-INT8_ONNX_KIND = "onnx_int8"
+# The ONNX file each precision's engine is built from: INT8 uses the bundle's symmetric QDQ model
+# (explicit quantization) when it has one, the others the FP32 model. (The bundle's onnx_int8 is
+# asymmetric, for ONNX Runtime, and TensorRT cannot build from it.)
+INT8_ONNX_KIND = "onnx_int8_tensorrt"
 
 
 def source_kind(precision: str, artifacts: dict[str, str] | None) -> str:
-    """Which bundle artifact an engine of `precision` is built from ("onnx" or "onnx_int8")."""
+    """Which bundle artifact an engine of `precision` is built from ("onnx" or "onnx_int8_tensorrt")."""
     if check_precision(precision) == "int8" and INT8_ONNX_KIND in (artifacts or {}):
         return INT8_ONNX_KIND
     return "onnx"

@@ -519,7 +519,7 @@ def _engine_check(key: str, path: str, bundle: Any, detail: str, backend: str, p
     if isinstance(target, str):
         return Check(key, "warn", f"{detail}; TensorRT engines cannot be checked here: {target}",
                      f"check on the device that runs them (`edge-bus info --config ...`); build them there: {build}")  # fmt: skip
-    # as the TensorRT backend: each precision's engine is built from its own ONNX file (int8 may use model.int8.onnx)
+    # as the TensorRT backend: each precision's engine is built from its own ONNX file (int8 may use model.int8.tensorrt.onnx)
     shas: dict[str, str] = {}
     by_kind: dict[str, str] = {}  # hash each file once (a VGG-19 ONNX file is hundreds of MB)
     try:

@@ -327,22 +327,22 @@ def test_diagnose_uses_the_configured_precision_and_probes_once(tmp_path, monkey
     assert int8["classifier"].failed and "--precision int8" in int8["classifier"].advice
 
 
-def test_int8_engine_is_checked_against_the_int8_onnx_model(tmp_path):
-    """An int8 engine is built from model.int8.onnx when the bundle has one (engine_cache.source_kind)."""
+def test_int8_engine_is_checked_against_the_tensorrt_int8_onnx_model(tmp_path):
+    """An int8 engine is built from model.int8.tensorrt.onnx when the bundle has one (engine_cache.source_kind)."""
     import json
 
     from edge_bus.engine_cache import file_sha256, make_record, write_record
 
     here = _target()
     bundle = engine_bundle(tmp_path / "b")
-    (bundle / "model.int8.onnx").write_bytes(b"qdq onnx")
+    (bundle / "model.int8.tensorrt.onnx").write_bytes(b"qdq onnx")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["artifacts"]["onnx_int8"] = "model.int8.onnx"
+    manifest["artifacts"]["onnx_int8_tensorrt"] = "model.int8.tensorrt.onnx"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    record = make_record("tiny", file_sha256(bundle / "model.int8.onnx"), here, "int8")
+    record = make_record("tiny", file_sha256(bundle / "model.int8.tensorrt.onnx"), here, "int8")
     write_record(record, bundle)
     (bundle / record.path).write_bytes(b"engine")
     assert sysinfo.check_bundle("classifier", str(bundle), "tensorrt", precision="int8", target=here).status == "ok"
-    (bundle / "model.int8.onnx").write_bytes(b"re-quantized")
+    (bundle / "model.int8.tensorrt.onnx").write_bytes(b"re-quantized")
     stale = sysinfo.check_bundle("classifier", str(bundle), "tensorrt", precision="int8", target=here)
     assert stale.failed and "another model.onnx" in stale.detail

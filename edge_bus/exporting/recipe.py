@@ -7,7 +7,7 @@
     precisions: [fp16, int8]         # TensorRT engines
     workspace_gb: 2
     opset: 18
-    parity: {images: 64, split: val}
+    parity: {images: 128, split: val}
     calibration: {images: 256, split: train}
 """
 

@@ -4,10 +4,11 @@ ONNX file -> OnnxParser -> BuilderConfig (workspace limit, precision flags, a ti
 TensorRT version + GPU, one optimization profile over the batch range) -> serialized engine + its
 engine_cache record.
 
-INT8: explicit quantization. The caller passes the bundle's QDQ model (model.int8.onnx, symmetric
-INT8 as TensorRT requires, already gated on the CPU); the network then carries Q/DQ layers and the
-builder only needs BuilderFlag.INT8. Implicit calibration (IInt8EntropyCalibrator2, deprecated
-since TensorRT 10.1) is kept as a fallback for a bundle without model.int8.onnx; its cache file is
+INT8: explicit quantization. The caller passes the bundle's QDQ model for TensorRT
+(model.int8.tensorrt.onnx, symmetric INT8 as TensorRT requires); the network then carries Q/DQ
+layers and the builder only needs BuilderFlag.INT8. The engine is gated like every other one.
+Implicit calibration (IInt8EntropyCalibrator2, deprecated since TensorRT 10.1) is kept as a
+fallback for a bundle without that file; its cache file is
 named by the SHA-256 of the calibration images so that other images never reuse it.
 tensorrt and cuda-python are imported inside the functions.
 """
@@ -173,7 +174,7 @@ def build_engine(
             record.quantization = "explicit (Q/DQ)"
         else:
             if calibration is None or len(calibration) == 0:
-                raise BundleError(f"{onnx_path}: an INT8 engine needs model.int8.onnx or calibration images (pass --pack or --data)")
+                raise BundleError(f"{onnx_path}: an INT8 engine needs model.int8.tensorrt.onnx or calibration images (pass --pack or --data)")
             record.quantization = "implicit (calibrator)"
             calib_batch = max(1, min(hi, 8, len(calibration)))
             calibrator = _make_calibrator(trt, calibration, calibration_cache_path(engine_path, calibration), calib_batch)

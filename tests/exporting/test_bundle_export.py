@@ -45,6 +45,11 @@ def test_int8_onnx_has_its_own_gate(seg_bundle, tmp_path):
                            parity_images=12, calibration_images=12)
     m = open_bundle(result.root).manifest
     assert m.artifacts["onnx_int8"] == "model.int8.onnx"
+    # TensorRT's encoding of the same calibration travels along; ONNX Runtime's view of it is
+    # recorded but does not decide the status (its engine is gated when built on the GPU).
+    assert m.artifacts["onnx_int8_tensorrt"] == "model.int8.tensorrt.onnx"
+    trt_rec = {r["artifact"]: r for r in result.parity["artifacts"]}["onnx_int8_tensorrt"]
+    assert trt_rec["informative_only"] and trt_rec["precision"] == "int8"
     assert m.export["calibration"]["source"].startswith("phantoms")
     rec = {r["artifact"]: r for r in result.parity["artifacts"]}["onnx_int8"]
     assert rec["precision"] == "int8" and rec["thresholds"]["max_abs_iou_change"] == 0.01
@@ -141,3 +146,13 @@ def test_manifest_missing_or_wrong_field_names_file_and_field(seg_bundle, tmp_pa
     with pytest.raises(BundleError) as info:
         read_manifest(bad)
     assert str(bad) in str(info.value) and words in str(info.value)
+
+
+def test_informative_records_do_not_decide_the_gate():
+    from edge_bus.exporting import parity as P
+
+    gated_ok = {"artifact": "onnx", "passed": True}
+    informative_fail = {"artifact": "onnx_int8_tensorrt", "passed": False, "informative_only": True}
+    assert P.summarize([gated_ok, informative_fail], latency_only=False, source="val")["passed"]
+    assert not P.summarize([gated_ok, {**informative_fail, "informative_only": False}], latency_only=False,
+                           source="val")["passed"]

@@ -126,10 +126,12 @@ def _trt_bundle(tmp_path, artifacts=None):
     from edge_bus.data.preprocess import PreprocessSpec
 
     (tmp_path / "model.onnx").write_bytes(b"fp32 onnx")
-    (tmp_path / "model.int8.onnx").write_bytes(b"qdq onnx")
+    (tmp_path / "model.int8.onnx").write_bytes(b"asymmetric qdq onnx, for ONNX Runtime")
+    (tmp_path / "model.int8.tensorrt.onnx").write_bytes(b"symmetric qdq onnx, for TensorRT")
     manifest = Manifest(task="segmentation", model="unet", classes=["lesion"], input=TensorSpec("input", ["batch", 1, 64, 64]),
                         output=TensorSpec("logits", ["batch", 1, 64, 64]), preprocessing=PreprocessSpec(size=64),
-                        artifacts=artifacts or {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx"}, status="accepted")
+                        artifacts=artifacts or {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx",
+                                                   "onnx_int8_tensorrt": "model.int8.tensorrt.onnx"}, status="accepted")
     return Bundle(tmp_path, manifest)
 
 
@@ -138,9 +140,13 @@ def test_auto_precision_takes_the_best_fresh_engine(tmp_path, monkeypatch):
     from edge_bus.runtime.backends import tensorrt as trt_backend
 
     bundle = _trt_bundle(tmp_path)
-    fp32_sha, int8_sha = sha256_file(tmp_path / "model.onnx"), sha256_file(tmp_path / "model.int8.onnx")
+    fp32_sha, int8_sha = sha256_file(tmp_path / "model.onnx"), sha256_file(tmp_path / "model.int8.tensorrt.onnx")
     monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
-    int8 = _built(tmp_path, precision="int8", sha=int8_sha)  # INT8 is built from the QDQ model
+    from_ort_qdq = _built(tmp_path, precision="int8", sha=sha256_file(tmp_path / "model.int8.onnx"))
+    with pytest.raises(BackendError):  # an engine of the ONNX Runtime encoding is not the bundle's INT8 engine
+        trt_backend.find_engine(bundle, "int8")
+    (tmp_path / from_ort_qdq.path).unlink()
+    int8 = _built(tmp_path, precision="int8", sha=int8_sha)  # INT8 is built from TensorRT's QDQ model
     assert trt_backend.find_engine(bundle, "auto") == (tmp_path / int8.path, "int8")
     fp32 = _built(tmp_path, precision="fp32", sha=fp32_sha)
     _built(tmp_path, precision="fp16", target=ec.Target("10.3.0", "NVIDIA H100", "9.0"), sha=fp32_sha)  # stale here
