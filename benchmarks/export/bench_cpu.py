@@ -2,8 +2,9 @@
 
     python benchmarks/export/bench_cpu.py --model vgg19 --size 256 --batch 1 --threads 2 --iters 10
 
-Freshly initialized weights (latency does not depend on training). Warm-up, then a timed loop
-(nanoGPT's bench.py pattern); prints a Markdown row set with medians and the ratios to PyTorch.
+Freshly initialized weights (latency does not depend on training). Warm-up, then timed rounds in
+which the three backends take turns (one call each per round), so that a change of machine load
+during the run hits all three alike; prints a Markdown row set with medians and the ratios to PyTorch.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from pathlib import Path
 import numpy as np
 
 
-def timed(fn, iters: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed_in_turns(fns: dict, iters: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, the functions interleaved round by round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1000)
     return times
 
 
@@ -54,7 +58,6 @@ def main() -> None:
     model = create(args.model).eval()
     spec = PreprocessSpec(size=args.size)
     x = from_phantoms(args.batch, args.size, seed=5).inputs(spec)
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "m.onnx", size=args.size)
         int8 = quantize_int8(fp32, Path(tmp) / "m.int8.onnx", from_phantoms(args.calib, args.size, seed=1001).inputs(spec))
@@ -64,10 +67,11 @@ def main() -> None:
             with torch.no_grad():
                 model(xt)
 
-        results["pytorch_eager_fp32"] = timed(eager, args.iters, args.warmup)
+        fns = {"pytorch_eager_fp32": eager}
         for name, path in (("onnxruntime_fp32", fp32), ("onnxruntime_int8_qdq", int8)):
             s = ort_session(path, threads=args.threads)
-            results[name] = timed(lambda s=s: s.run(None, {"input": x}), args.iters, args.warmup)
+            fns[name] = lambda s=s: s.run(None, {"input": x})
+        results = timed_in_turns(fns, args.iters, args.warmup)
     base = statistics.median(results["pytorch_eager_fp32"])
     print(f"| backend | median ms | p90 ms | speed-up vs PyTorch eager |\n|---|---|---|---|")
     summary = {}
@@ -77,7 +81,16 @@ def main() -> None:
         summary[name] = {"median_ms": med, "p90_ms": p90, "speedup_vs_eager": base / med, "iters": len(ts)}
         print(f"| {name} | {med:.1f} | {p90:.1f} | {base / med:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": summary, "torch": torch.__version__}, indent=2))
+        import datetime
+        import os
+        import platform
+
+        import onnxruntime
+
+        meta = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                "load_average_after": os.getloadavg(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": summary, **meta}, indent=2))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,25 @@ def test_bad_options_are_rejected_before_any_export(args, words, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_what_some_bundle_or_backend_cannot_run_is_skipped_with_the_reason(tiny_bundles, tmp_path):
+    """The tiny bundle has no INT8 model and TorchScript never runs INT8: FP32 is measured, the rest is
+    listed as skipped with why; a precision that no requested backend runs is still refused."""
+    out = tmp_path / "out"
+    result = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--batch", "1", "--precision", "fp32,int8",
+                   "--backend", "onnxruntime,torchscript", "--no-baseline", "--no-pipeline", "--no-plots",
+                   "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "benchmark.json").read_text())
+    assert [(r["backend"], r["precision"]) for r in data["results"]] == [("onnxruntime", "fp32")]
+    skipped = {(k["backend"], k["precision"]): k["reason"] for k in data["skipped"]}
+    assert set(skipped) == {("onnxruntime", "int8"), ("torchscript", "fp32"), ("torchscript", "int8")}
+    assert "onnx_int8" in skipped[("onnxruntime", "int8")]
+    assert "int8" in skipped[("torchscript", "int8")]
+    refused = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--backend", "torchscript", "--precision", "int8",
+                    "--out", str(tmp_path / "refused"), "--no-progress"])
+    assert refused.exit_code == 2 and "not available with --backend torchscript" in refused.output
+
+
 def test_auto_and_fp32_are_measured_once(tiny_bundles, tmp_path):
     out = tmp_path / "out"
     result = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--batch", "1", "--precision", "auto,fp32",
