@@ -12,7 +12,7 @@ RES="${RES:-128}"
 SPLIT="${SPLIT:-splits/busi-seed0.json}"
 EDGE_BUS="${EDGE_BUS:-edge-bus}"
 # model:epochs:extra train options (epoch budgets sized to ~10-20 minutes each on 2 cores)
-PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true deeplabv3_resnet101:5: unet_vgg19:5: resnet50:8: efficientnet_b0:15:}"
+PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true deeplabv3_resnet101:5: unet_vgg19:5: resnet50:15: efficientnet_b0:15:}"
 
 mkdir -p "$OUT"
 PACK="$OUT/pack.npz"
@@ -43,5 +43,10 @@ done
 if (( ${#members[@]} >= 4 )); then
   "$EDGE_BUS" train ensemble --pack "$PACK" --out "$OUT/ensemble" --device cpu "${members[@]}" > "$OUT/ensemble.log" 2>&1
   "$EDGE_BUS" evaluate "$OUT/ensemble/ensemble.json" --pack "$PACK" --split test --out "$OUT/ensemble/test" >> "$OUT/ensemble.log" 2>&1
+  # the plain mean of the same members: same file with mode "mean" (members stay relative paths)
+  mkdir -p "$OUT/ensemble_mean"
+  python3 -c 'import json, sys; e = json.load(open(sys.argv[1])); e["mode"] = "mean"; json.dump(e, open(sys.argv[2], "w"), indent=2)' \
+    "$OUT/ensemble/ensemble.json" "$OUT/ensemble_mean/ensemble.json"
+  "$EDGE_BUS" evaluate "$OUT/ensemble_mean/ensemble.json" --pack "$PACK" --split test --out "$OUT/ensemble_mean/test" >> "$OUT/ensemble.log" 2>&1
 fi
 echo "done: $OUT"

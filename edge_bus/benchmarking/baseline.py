@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from edge_bus.bundle import Bundle
+from edge_bus.errors import CheckpointError
 
 
 @dataclass
@@ -33,32 +34,41 @@ def torch_device(device: str) -> str:
 
 
 def eager_model(bundle: Bundle, *, device: str = "auto", threads: int | None = None) -> EagerModel:
-    """The bundle's PyTorch model: from the checkpoint its provenance names, when that file exists
-    and its SHA-256 is the one recorded at export; else freshly initialized (fine for latency, no
-    accuracy reference). The model runs at the bundle's own input size."""
+    """The bundle's PyTorch model: from the checkpoint (or ensemble file) its provenance names, when
+    that file exists and its SHA-256, and an ensemble's member checkpoints', are the ones recorded at
+    export (`trained`). Else, for latency only (no accuracy reference): the changed file's model, or
+    a freshly initialized network. The model runs at the bundle's own input size."""
     import torch  # noqa: PLC0415
 
-    from edge_bus.exporting.source import ModelSpec, from_checkpoint, from_spec  # noqa: PLC0415
+    from edge_bus.exporting.source import ModelSpec, from_file, from_spec  # noqa: PLC0415
 
     m = bundle.manifest
     if threads:
         torch.set_num_threads(int(threads))
-    checkpoint = m.provenance.get("checkpoint")
-    recorded = m.provenance.get("checkpoint_sha256")
+    prov = m.provenance
+    kind = "ensemble" if prov.get("ensemble") and not prov.get("checkpoint") else "checkpoint"
+    model_file = prov.get(kind)
+    recorded = prov.get(f"{kind}_sha256")
     source, trained, reason = None, False, ""
-    if not checkpoint:
+    if not model_file:
         reason = "the bundle records no checkpoint"
-    elif not Path(checkpoint).is_file():
-        reason = f"its checkpoint {checkpoint} is not on this machine"
+    elif not Path(model_file).is_file():
+        reason = f"its {kind} {model_file} is not on this machine"
     else:
-        source = from_checkpoint(checkpoint, size=m.preprocessing.size)
-        found = source.provenance.get("checkpoint_sha256")
-        if recorded and found != recorded:
-            reason = (f"{checkpoint} has changed since the export (sha256 {str(found)[:12]}, bundle records "
-                      f"{str(recorded)[:12]}); re-export the bundle from it")
-            source = None
-        else:
-            trained = True
+        try:
+            source = from_file(model_file, size=m.preprocessing.size)
+        except CheckpointError as exc:  # e.g. an ensemble member that is gone or was retrained
+            reason = str(exc)
+        if source is not None:
+            found = source.provenance.get(f"{kind}_sha256")
+            if recorded and found != recorded:
+                reason = (f"{model_file} has changed since the export (sha256 {str(found)[:12]}, bundle records "
+                          f"{str(recorded)[:12]}); re-export the bundle from it")
+            elif prov.get("member_sha256") and source.provenance.get("member_sha256") != prov["member_sha256"]:
+                reason = f"a member checkpoint of {model_file} has changed since the export; re-export the bundle"
+            else:
+                trained = True
+            # an untrusted file still has the right architecture: kept for latency, not for accuracy
     if source is None:
         kwargs = dict(m.provenance.get("model_kwargs") or {})
         source = from_spec(ModelSpec(m.model, kwargs=kwargs, size=m.preprocessing.size, classes=tuple(m.classes)))

@@ -241,7 +241,10 @@ def _run_model(config: BenchmarkConfig, bundle: Bundle, feed: FrameFeed, test_se
                 logits = acc.predict(eager.infer, test_set, m.preprocessing, max(config.batches))
                 reference = acc.score(m.task, logits, test_set, m.classes, m.threshold)
             else:
-                why = eager.reason if eager is not None else "torch is not usable here"
+                if eager is not None:
+                    why = eager.reason
+                else:
+                    why = "the PyTorch model could not be built (note above)" if _has_torch() else "torch is not installed"
                 report.notes.append(f"{m.model}: no PyTorch FP32 reference accuracy: {why}")
         if baseline_row is not None:
             baseline_row.accuracy = baseline_row.accuracy_reference = reference

@@ -45,6 +45,31 @@ class _Reader:
         self._i = 0
 
 
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _output_tail(graph) -> list[str]:
+    """Names of the nodes between the last weighted layers and the graph outputs, those layers
+    included: walking back from each output, every node up to and including the first weighted
+    one. For an ensemble that is each member's head plus the sigmoid / weighted sum / logit that
+    combines them: quantized, its clamp is folded into the activation range and the logit of an
+    exact 0 or 1 is infinite."""
+    producer = {out: n for n in graph.node for out in n.output}
+    tail: dict[str, None] = {}
+    stack = [o.name for o in graph.output]
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        node = producer.get(name)
+        if node is None or name in seen:
+            continue
+        seen.add(name)
+        tail[node.name] = None
+        if node.op_type not in _WEIGHTED:
+            stack.extend(node.input)
+    return [n for n in tail if n]
+
+
 def quantize_int8(
     onnx_path: str | Path,
     out_path: str | Path,
@@ -58,7 +83,7 @@ def quantize_int8(
     """Write a QDQ INT8 copy of `onnx_path` calibrated on `calibration` (float32 (N,1,S,S)).
 
     `for_tensorrt`: symmetric signed activations (TensorRT); else unsigned asymmetric (ONNX Runtime).
-    `keep_float_ends`: leave the first weighted layer and the output layers in float."""
+    `keep_float_ends`: leave the first weighted layer and the output tail (`_output_tail`) in float."""
     from onnxruntime.quantization import (  # noqa: PLC0415
         CalibrationDataReader,
         CalibrationMethod,
@@ -89,9 +114,8 @@ def quantize_int8(
             import onnx  # noqa: PLC0415
 
             graph = onnx.load(str(prepared), load_external_data=False).graph
-            outputs = {o.name for o in graph.output}
-            ends = [n.name for n in graph.node if outputs & set(n.output) and n.name]
-            weighted = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+            ends = _output_tail(graph)
+            weighted = [n for n in graph.node if n.op_type in _WEIGHTED]
             if len(weighted) > 2 and weighted[0].name:
                 ends.append(weighted[0].name)
             if len(weighted) < 2:  # a one-layer network: keeping its ends in float would quantize nothing

@@ -36,17 +36,22 @@ _EPS = 1e-6
 
 
 class EnsembleSegmenter(nn.Module):
-    """sum_i w_i * sigmoid(member_i(x)), returned as a logit (N, 1, H, W)."""
+    """sum_i w_i * sigmoid(member_i(x)), returned as a logit (N, 1, H, W).
+
+    Members whose weight is 0 are left out of the module: they would change nothing but cost their
+    whole inference in every exported artifact.
+    """
 
     def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
-        self.members = nn.ModuleList(members)
         w = torch.full((len(members),), 1.0 / len(members)) if weights is None else torch.tensor(list(weights), dtype=torch.float32)
         if w.numel() != len(members) or (w < 0).any() or float(w.sum()) <= 0:
             raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers with a positive sum, got {list(weights or [])}")
-        self.register_buffer("weights", w / w.sum())
+        kept = [i for i in range(len(members)) if float(w[i]) > 0]
+        self.members = nn.ModuleList([members[i] for i in kept])
+        self.register_buffer("weights", w[kept] / w[kept].sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prob = sum(w * torch.sigmoid(m(x)) for w, m in zip(self.weights, self.members))

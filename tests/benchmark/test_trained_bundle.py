@@ -147,3 +147,40 @@ def test_changed_checkpoint_gives_no_reference(trained, synthetic_busi, tmp_path
     assert row["accuracy"] is not None and row["accuracy_reference"] is None
     assert any("no PyTorch FP32 reference" in n and "changed since the export" in n for n in data["notes"]), data["notes"]
     assert data["pipeline"] == []
+
+
+def test_ensemble_bundle_gets_its_eager_baseline_and_reference(trained, synthetic_busi, tmp_path):
+    """An ensemble bundle records an ensemble file, not a checkpoint: the baseline and the FP32
+    reference are that ensemble, rebuilt from its members; a member changed since the export is refused."""
+    import shutil
+
+    from edge_bus.benchmarking.baseline import eager_model
+    from edge_bus.bundle import open_bundle
+    from edge_bus.data.busi import CLASSES
+    from edge_bus.data.preprocess import PreprocessSpec
+    from edge_bus.exporting import export_bundle
+    from edge_bus.models.ensemble import EnsembleModel, EnsembleSegmenter, save_ensemble
+    from edge_bus.training.checkpoint import load_checkpoint
+
+    _, _, ckpt = trained
+    members = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for m in members:
+        shutil.copy(ckpt, m)
+    c = load_checkpoint(ckpt)
+    ens_file = save_ensemble(tmp_path / "ens" / "ensemble.json", EnsembleModel(
+        path=None, members=members, weights=[0.75, 0.25], mode="weighted", preprocessing=PreprocessSpec(size=SIZE),
+        classes=list(CLASSES), split_hash=c.split_hash, dataset_sha256=c.dataset_sha256))
+    export_bundle(ens_file, tmp_path / "bundle", formats="onnx", batch_range=(1, 2), data=synthetic_busi,
+                  parity_images=2)
+    bundle = open_bundle(tmp_path / "bundle")
+
+    eager = eager_model(bundle, device="cpu")
+    assert eager.trained, eager.reason
+    x = np.random.default_rng(0).normal(0, 1, (2, 1, SIZE, SIZE)).astype(np.float32)
+    with torch.inference_mode():
+        direct = EnsembleSegmenter([load_checkpoint(m).build_model() for m in members], [0.75, 0.25])(torch.from_numpy(x))
+    np.testing.assert_allclose(eager.infer(x), direct.numpy(), rtol=1e-5, atol=1e-5)
+
+    members[1].write_bytes(members[1].read_bytes() + b"\0")
+    changed = eager_model(bundle, device="cpu")
+    assert not changed.trained and "member checkpoint" in changed.reason

@@ -94,3 +94,28 @@ def test_bad_calibration_is_refused(float_model, tmp_path):
         quantize_int8(float_model, tmp_path / "m.onnx", np.zeros((0, 1, SIZE, SIZE), np.float32))
     with pytest.raises(BundleError, match="calibration method"):
         quantize_int8(float_model, tmp_path / "m.onnx", _calibration(), method="magic")
+
+
+class Saturating(ThreeConvs):
+    """Logits far beyond ±10 on most pixels: sigmoid is exactly 0 or 1 once quantized."""
+
+    def forward(self, x):
+        return 40 * super().forward(x)
+
+
+@pytest.mark.parametrize("for_tensorrt", [False, True])
+def test_ensemble_logit_tail_stays_float_and_finite(tmp_path, for_tensorrt):
+    from edge_bus.models.ensemble import EnsembleSegmenter
+
+    ensemble = EnsembleSegmenter([Saturating(), Saturating()], [0.7, 0.3]).eval()
+    float_path = export_onnx(ensemble, tmp_path / "ens.onnx", size=SIZE)
+    q = quantize_int8(float_path, tmp_path / "ens.int8.onnx", _calibration(), for_tensorrt=for_tensorrt)
+    graph = _graph(q)
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    tail = [n for n in graph.node if n.op_type in ("Sigmoid", "Add", "Div", "Log")]
+    assert tail and not any(set(n.input) & dq_outputs for n in tail), "the combining tail reads float tensors"
+    x = _calibration(4, seed=1)
+    out = run_onnx(ort_session(q), x)
+    assert np.isfinite(out).all()
+    ref = run_onnx(ort_session(float_path), x)
+    assert np.mean((out > 0) == (ref > 0)) > 0.95

