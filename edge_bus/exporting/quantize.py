@@ -12,8 +12,8 @@ One calibration, two encodings, because the two runtimes want different ones:
   is gated against the FP32 reference when it is built on the target GPU.
 
 Both keep the layers that read the image (the first convolution: the input is the one tensor
-whose range the calibration images barely cover) and those that write the logits (the mask
-threshold and the class arg-max are decided there) in float."""
+whose range the calibration images barely cover) and the output tail, from the last weighted
+layers to the logits (the mask threshold and the class arg-max are decided there), in float."""
 
 from __future__ import annotations
 
