@@ -11,8 +11,8 @@ OUT="${OUT:-runs/cpu128}"
 RES="${RES:-128}"
 SPLIT="${SPLIT:-splits/busi-seed0.json}"
 EDGE_BUS="${EDGE_BUS:-edge-bus}"
-# model:epochs:extra train options (epoch budgets sized to ~10-20 minutes each on 2 cores)
-PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true deeplabv3_resnet101:5: unet_vgg19:5: resnet50:15: efficientnet_b0:15:}"
+# model:epochs:extra train options (epoch budgets of 4 to 50 minutes each on 2 cores)
+PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true deeplabv3_resnet101:15: unet_vgg19:5: resnet50:15: efficientnet_b0:15:}"
 
 mkdir -p "$OUT"
 PACK="$OUT/pack.npz"
