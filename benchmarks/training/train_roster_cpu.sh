@@ -27,26 +27,31 @@ for entry in $PLAN; do
     "$EDGE_BUS" train "$model" --pack "$PACK" --out "$OUT/$model" --epochs "$epochs" --batch-size 8 \
       --lr 1e-3 --device cpu --seed 0 $extra > "$OUT/$model/train.log" 2>&1 || echo "$model: training failed, see $OUT/$model/train.log"
     echo "$model train_seconds $(( $(date +%s) - start )) epochs_budget $epochs res $RES device cpu" >> "$OUT/timings.txt"
-    [[ -f "$OUT/$model/best.pt" ]] && "$EDGE_BUS" evaluate "$OUT/$model/best.pt" --pack "$PACK" --split test --out "$OUT/$model/test" > "$OUT/$model/eval.log" 2>&1
+    if [[ -f "$OUT/$model/best.pt" ]]; then
+      "$EDGE_BUS" evaluate "$OUT/$model/best.pt" --pack "$PACK" --split test --out "$OUT/$model/test" > "$OUT/$model/eval.log" 2>&1 \
+        || echo "$model: evaluation failed, see $OUT/$model/eval.log"
+    fi
   fi
 done
 
-[[ -f "$OUT/classical/test/report.json" ]] || {
-  "$EDGE_BUS" train classical --pack "$PACK" --out "$OUT/classical" > "$OUT/classical.log" 2>&1
-  "$EDGE_BUS" evaluate "$OUT/classical/classical.json" --pack "$PACK" --split test --out "$OUT/classical/test" >> "$OUT/classical.log" 2>&1
-}
+if [[ ! -f "$OUT/classical/test/report.json" ]]; then
+  { "$EDGE_BUS" train classical --pack "$PACK" --out "$OUT/classical" > "$OUT/classical.log" 2>&1 \
+    && "$EDGE_BUS" evaluate "$OUT/classical/classical.json" --pack "$PACK" --split test --out "$OUT/classical/test" >> "$OUT/classical.log" 2>&1; } \
+    || echo "classical: failed, see $OUT/classical.log"
+fi
 
 members=()
 for model in unet unet_vgg19 deeplabv3_resnet101; do
   if [[ -f "$OUT/$model/best.pt" ]]; then members+=(--member "$OUT/$model/best.pt"); fi
 done
-if (( ${#members[@]} >= 4 )); then
-  "$EDGE_BUS" train ensemble --pack "$PACK" --out "$OUT/ensemble" --device cpu "${members[@]}" > "$OUT/ensemble.log" 2>&1
-  "$EDGE_BUS" evaluate "$OUT/ensemble/ensemble.json" --pack "$PACK" --split test --out "$OUT/ensemble/test" >> "$OUT/ensemble.log" 2>&1
-  # the plain mean of the same members: same file with mode "mean" (members stay relative paths)
-  mkdir -p "$OUT/ensemble_mean"
-  python3 -c 'import json, sys; e = json.load(open(sys.argv[1])); e["mode"] = "mean"; json.dump(e, open(sys.argv[2], "w"), indent=2)' \
-    "$OUT/ensemble/ensemble.json" "$OUT/ensemble_mean/ensemble.json"
-  "$EDGE_BUS" evaluate "$OUT/ensemble_mean/ensemble.json" --pack "$PACK" --split test --out "$OUT/ensemble_mean/test" >> "$OUT/ensemble.log" 2>&1
+if (( ${#members[@]} >= 4 )); then  # at least two members ("--member PATH" each)
+  # val-weighted, and the plain mean of the same members
+  for mode in weighted mean; do
+    dir="$OUT/ensemble"
+    if [[ "$mode" == mean ]]; then dir="$OUT/ensemble_mean"; fi
+    { "$EDGE_BUS" train ensemble --mode "$mode" --pack "$PACK" --out "$dir" --device cpu "${members[@]}" >> "$OUT/ensemble.log" 2>&1 \
+      && "$EDGE_BUS" evaluate "$dir/ensemble.json" --pack "$PACK" --split test --out "$dir/test" >> "$OUT/ensemble.log" 2>&1; } \
+      || echo "ensemble ($mode): failed, see $OUT/ensemble.log"
+  done
 fi
 echo "done: $OUT"

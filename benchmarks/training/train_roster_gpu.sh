@@ -3,11 +3,15 @@
 #
 # Usage (repository root, on a GPU machine with edge-bus[train] installed):
 #   OUT=/path/to/results PACK=benchmarks/training/busi256.npz bash benchmarks/training/train_roster_gpu.sh
-# or, where the BUSI folder is present, let it build split and pack:
+# or, where the BUSI folder is present, pack the shared split from it (never a new split: the
+# split hash covers the data root, so a regenerated split would not be the shared one):
 #   OUT=... DATA=/path/to/busi bash benchmarks/training/train_roster_gpu.sh
 #
-# Knobs (environment): EPOCHS (60), BATCH (16), RES (256), SEED (0), WEIGHTS ("" or imagenet,
-# only where the torch hub cache holds the files), MODELS (the networks to train).
+# Knobs (environment): EPOCHS (60), BATCH (16), RES (256), SEED (0, the training seed),
+# SPLIT (splits/busi-seed0.json), MAX_MINUTES (per-model time budget: stop after the epoch that
+# ends past it; empty for none), WEIGHTS ("" or imagenet, only where the torch hub cache holds the
+# files), MODELS (the networks to train), EDGE_BUS and PYTHON (the commands to use).
+# A failed step is logged to $OUT/failures.txt and the roster goes on.
 set -euo pipefail
 
 : "${OUT:?set OUT to the results folder}"
@@ -15,22 +19,40 @@ EPOCHS="${EPOCHS:-60}"
 BATCH="${BATCH:-16}"
 RES="${RES:-256}"
 SEED="${SEED:-0}"
+SPLIT="${SPLIT:-splits/busi-seed0.json}"
+MAX_MINUTES="${MAX_MINUTES:-}"
 WEIGHTS="${WEIGHTS:-}"
 MODELS="${MODELS:-vgg19 resnet50 efficientnet_b0 unet unet_vgg19 deeplabv3_resnet101}"
 EDGE_BUS="${EDGE_BUS:-edge-bus}"
+PYTHON="${PYTHON:-python3}"
 
 mkdir -p "$OUT"
 if [[ -z "${PACK:-}" ]]; then
   : "${DATA:?set PACK to a packed cache, or DATA to the BUSI folder}"
-  "$EDGE_BUS" data split "$DATA" --out "$OUT/split.json" --seed "$SEED"
-  "$EDGE_BUS" data pack "$OUT/split.json" --data "$DATA" --out "$OUT/pack.npz" --size "$RES"
   PACK="$OUT/pack.npz"
+  "$EDGE_BUS" data pack "$SPLIT" --data "$DATA" --out "$PACK" --size "$RES"
 fi
+
+# Run one step; a failure is logged and the roster goes on.
+step() {
+  local what="$1"
+  shift
+  "$@" || echo "$what failed (exit $?)" | tee -a "$OUT/failures.txt"
+}
+
+# Run a command with its output shown and kept in the log file $1.
+logged() {
+  local log="$1"
+  shift
+  "$@" 2>&1 | tee "$log"
+}
 
 "$EDGE_BUS" info > "$OUT/machine.txt" 2>&1 || nvidia-smi > "$OUT/machine.txt" 2>&1 || true
 
 weights_args=()
 if [[ -n "$WEIGHTS" ]]; then weights_args=(--weights "$WEIGHTS"); fi
+budget_args=()
+if [[ -n "$MAX_MINUTES" ]]; then budget_args=(--max-minutes "$MAX_MINUTES"); fi
 
 for model in $MODELS; do
   extra=()
@@ -38,39 +60,77 @@ for model in $MODELS; do
   if [[ "$model" != "unet" ]]; then extra=("${weights_args[@]}"); fi
   mkdir -p "$OUT/$model"
   start=$(date +%s)
-  "$EDGE_BUS" train "$model" --pack "$PACK" --out "$OUT/$model" --epochs "$EPOCHS" --batch-size "$BATCH" \
-    --device cuda --seed "$SEED" --workers 4 "${extra[@]}" 2>&1 | tee "$OUT/$model/train.log" || true
+  step "$model training" logged "$OUT/$model/train.log" \
+    "$EDGE_BUS" train "$model" --pack "$PACK" --out "$OUT/$model" --epochs "$EPOCHS" --batch-size "$BATCH" \
+    --device cuda --seed "$SEED" --workers 4 "${extra[@]}" "${budget_args[@]}"
   echo "$model train_seconds $(( $(date +%s) - start ))" >> "$OUT/timings.txt"
   if [[ -f "$OUT/$model/best.pt" ]]; then
-    "$EDGE_BUS" evaluate "$OUT/$model/best.pt" --pack "$PACK" --split test --device cuda --out "$OUT/$model/test"
+    step "$model evaluation" "$EDGE_BUS" evaluate "$OUT/$model/best.pt" --pack "$PACK" --split test --device cuda --out "$OUT/$model/test"
   fi
 done
 
-"$EDGE_BUS" train classical --pack "$PACK" --out "$OUT/classical"
-"$EDGE_BUS" evaluate "$OUT/classical/classical.json" --pack "$PACK" --split test --out "$OUT/classical/test"
+step "classical fitting" "$EDGE_BUS" train classical --pack "$PACK" --out "$OUT/classical"
+if [[ -f "$OUT/classical/classical.json" ]]; then
+  step "classical evaluation" "$EDGE_BUS" evaluate "$OUT/classical/classical.json" --pack "$PACK" --split test --out "$OUT/classical/test"
+fi
 
 members=()
 for model in unet unet_vgg19 deeplabv3_resnet101; do
-  [[ -f "$OUT/$model/best.pt" ]] && members+=(--member "$OUT/$model/best.pt")
+  if [[ -f "$OUT/$model/best.pt" ]]; then members+=(--member "$OUT/$model/best.pt"); fi
 done
-if (( ${#members[@]} >= 4 )); then
-  "$EDGE_BUS" train ensemble --pack "$PACK" --out "$OUT/ensemble" --device cuda "${members[@]}"
-  "$EDGE_BUS" evaluate "$OUT/ensemble/ensemble.json" --pack "$PACK" --split test --device cuda --out "$OUT/ensemble/test"
+if (( ${#members[@]} >= 4 )); then  # at least two members ("--member PATH" each)
+  for mode in weighted mean; do
+    dir="$OUT/ensemble"
+    if [[ "$mode" == mean ]]; then dir="$OUT/ensemble_mean"; fi
+    step "ensemble ($mode) fitting" "$EDGE_BUS" train ensemble --mode "$mode" --pack "$PACK" --out "$dir" --device cuda "${members[@]}"
+    if [[ -f "$dir/ensemble.json" ]]; then
+      step "ensemble ($mode) evaluation" "$EDGE_BUS" evaluate "$dir/ensemble.json" --pack "$PACK" --split test --device cuda --out "$dir/test"
+    fi
+  done
 fi
 
-# One summary table of the test reports.
-python - "$OUT" <<'PY'
+# One summary table of the test reports, each row with how it was trained.
+"$PYTHON" - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
+
 out = Path(sys.argv[1])
-rows = ["| model | test metric | value | lesion-only IoU |", "|---|---|---|---|"]
+
+
+def epochs(folder: Path) -> str:
+    path = folder / "history.json"
+    if not path.is_file():
+        return "-"
+    history = json.loads(path.read_text())
+    best = max(history, key=lambda h: h["val"]["score"])
+    stop = history[-1].get("stop_reason")
+    return f"{len(history)} (best {best['epoch']}{', stopped: ' + stop if stop else ''})"
+
+
+def device(folder: Path) -> str:
+    if (folder / "classical.json").is_file():
+        return "cpu (no network)"
+    if not (folder / "best.pt").is_file():
+        return "-"
+    from edge_bus.training.checkpoint import load_checkpoint
+
+    train = load_checkpoint(folder / "best.pt", mmap=True).train
+    return str(train.get("device", "?")) + (" (amp)" if train.get("amp") else "")
+
+
+rows = ["| model | test metric | value | lesion-only IoU | epochs | resolution | device |", "|---|---|---|---|---|---|---|"]
 for report in sorted(out.glob("*/test/report.json")):
-    r = json.loads(report.read_text())
+    r, folder = json.loads(report.read_text()), report.parent.parent
+    how = f"{epochs(folder)} | {r['resolution']} px | {device(folder)}"
     if "classification" in r:
-        rows.append(f"| {r['model']} | weighted F1 | {r['classification']['weighted_f1']:.4f} | |")
+        rows.append(f"| {r['model']} | weighted F1 | {r['classification']['weighted_f1']:.4f} | | {how} |")
     else:
         s = r["segmentation"]
-        rows.append(f"| {r['model']} | mean IoU (all images) | {s['all_images']['iou']:.4f} | {s['lesion_only']['iou']:.4f} |")
+        lesion = "n/a" if s["lesion_only"]["iou"] is None else f"{s['lesion_only']['iou']:.4f}"
+        rows.append(f"| {r['model']} | mean IoU (all images) | {s['all_images']['iou']:.4f} | {lesion} | {how} |")
+failures = out / "failures.txt"
+if failures.is_file():
+    rows += ["", "Failed steps:", ""] + [f"- {line}" for line in failures.read_text().splitlines()]
 (out / "summary.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 PY

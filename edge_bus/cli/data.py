@@ -25,6 +25,34 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _file_above(path: Path) -> Path | None:
+    """The nearest existing ancestor of `path` when it is a file (so nothing can be created under it)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _check_out_folder(out: Path) -> None:
+    """--out names a folder to create or reuse: refuse an existing file there or above it."""
+    from edge_bus.errors import ConfigError
+
+    blocker = out if out.exists() and not out.is_dir() else _file_above(out)
+    if blocker is not None:
+        raise ConfigError(f"--out {out}: {blocker} is a file, not a folder; give a folder path for the report")
+
+
+def _check_out_file(out: Path) -> None:
+    """--out names a file to write: refuse a folder there or a file above it."""
+    from edge_bus.errors import ConfigError
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'split.json'}")
+    blocker = _file_above(out)
+    if blocker is not None:
+        raise ConfigError(f"--out {out}: {blocker} is a file, not a folder; give a path in an existing or new folder")
+
+
 def _print_problems(index, limit: int = 20) -> None:
     if not index.problems:
         return
@@ -94,6 +122,8 @@ def inspect(
     from edge_bus.fileio import write_json_atomic
     from edge_bus.plots import plot_class_distribution
 
+    if out is not None:
+        _check_out_folder(out)
     t0 = time.perf_counter()
     index = index_busi(data_dir, progress=True)
     t1 = time.perf_counter()
@@ -101,7 +131,9 @@ def inspect(
     t2 = time.perf_counter()
     report = _inspection(index, duplicates, {"index": t1 - t0, "duplicates": t2 - t1})
 
-    out = out if out is not None else Path("reports") / f"inspect-{index.root.name}"
+    if out is None:
+        out = Path("reports") / f"inspect-{index.root.name}"
+        _check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "inspect.json", report)
     plot_class_distribution(report["counts"], out / "class_distribution.png", title=f"{index.root.name}: images per class")
@@ -149,7 +181,7 @@ def inspect(
 def split(
     data_dir: Path = typer.Argument(..., help="BUSI-layout folder."),
     out: Path = typer.Option(..., "--out", help="Split manifest to write (JSON)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the split."),
     ratios: str = typer.Option("0.7,0.15,0.15", "--ratios", help="train,val,test fractions summing to 1."),
 ) -> None:
     """A stratified, seeded split that keeps every duplicate group inside one split."""
@@ -161,6 +193,7 @@ def split(
     from rich.markup import escape
 
     parsed = parse_ratios(ratios)  # fail on a bad option before reading any data
+    _check_out_file(out)
     index = index_busi(data_dir, progress=True)
     manifest = make_split(index, seed=seed, ratios=parsed, progress=True)
     try:
@@ -240,7 +273,7 @@ def synth(
     malignant: int = typer.Option(40, "--malignant", min=0),
     normal: int = typer.Option(20, "--normal", min=0),
     size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of every image."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Write synthetic phantoms (speckle, hypoechoic lesions, masks) in the BUSI layout."""
     from edge_bus.data.synthetic import write_busi_phantoms

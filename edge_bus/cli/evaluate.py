@@ -6,8 +6,21 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from edge_bus.cli._common import console, torch_required, user_errors
+from edge_bus.cli._common import console, err_console, torch_required, user_errors
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def check_split_name(split: str) -> None:
+    """--split names a split here (train's --split is a manifest): say so when given a file."""
+    from edge_bus.errors import ConfigError
+
+    if split in SPLIT_NAMES:
+        return
+    hint = "; give the split manifest with --split-manifest" if split.endswith(".json") or "/" in split else ""
+    raise ConfigError(f"--split {split!r}: use train, val or test{hint}")
 
 
 def register(app: typer.Typer) -> None:
@@ -21,25 +34,30 @@ def register(app: typer.Typer) -> None:
         split_manifest: Optional[Path] = typer.Option(None, "--split-manifest", help="split manifest (to build a pack)"),
         out: Path = typer.Option(..., "--out", help="report folder"),
         device: str = typer.Option("cpu", "--device"),
-        batch_size: int = typer.Option(16, "--batch-size"),
+        batch_size: int = typer.Option(16, "--batch-size", min=1),
     ) -> None:
         """Evaluate a trained model: report.json, report.md, confusion_matrix.png or overlays.png."""
         torch_required("edge-bus evaluate")
-        from edge_bus.cli.train import resolve_pack
+        from edge_bus.cli.train import check_pack_options, resolve_pack
         from edge_bus.training.evaluate import evaluate, load_any
 
-        out.mkdir(parents=True, exist_ok=True)
+        check_split_name(split)
+        check_pack_options(pack, data, split_manifest, split_option="--split-manifest")
         size = 256
         if pack is None:
             size = load_any(checkpoint).spec.size
-        pack_path = resolve_pack(pack, data, split_manifest, out, size)
+        out.mkdir(parents=True, exist_ok=True)
+        pack_path = resolve_pack(pack, data, split_manifest, out, size, split_option="--split-manifest")
         report = evaluate(checkpoint, pack_path, out, split=split, device=device, batch_size=batch_size)
+        for warning in report["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
         if report["task"] == "classification":
             console.print(f"{report['model']} on {split}: weighted F1 {report['classification']['weighted_f1']:.4f}")
         else:
             seg = report["segmentation"]
+            lesion = seg["lesion_only"]["iou"]
             console.print(
                 f"{report['model']} on {split}: mean IoU {seg['all_images']['iou']:.4f} (all images), "
-                f"{seg['lesion_only']['iou'] if seg['lesion_only']['iou'] is not None else float('nan'):.4f} (lesion only)"
+                f"{lesion if lesion is not None else float('nan'):.4f} (lesion only)"
             )
-        console.print(f"report written to {out / 'report.md'}")
+        console.print(escape(f"report written to {out / 'report.md'}"))

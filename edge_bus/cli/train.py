@@ -1,4 +1,7 @@
-"""`edge-bus train MODEL`: train a network, fit the classical baseline or choose ensemble weights."""
+"""`edge-bus train MODEL`: train a network, fit the classical baseline or combine an ensemble.
+
+Every option is checked before the pack is built: packing BUSI takes a while, and a typo in the
+model name should not cost that wait."""
 
 from __future__ import annotations
 
@@ -7,29 +10,42 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from edge_bus.cli._common import console, torch_required, user_errors
 
+PACK_NAME = "pack.npz"
+ENSEMBLE_MODES = ("weighted", "mean")
 
-def resolve_pack(pack: Optional[Path], data: Optional[Path], split: Optional[Path], out: Path, size: int) -> Path:
-    """--pack when given; else build one from --data/--split into OUT/pack.npz (reused if present)."""
-    from edge_bus.errors import ConfigError
 
+def resolve_pack(
+    pack: Optional[Path], data: Optional[Path], split: Optional[Path], out: Path, size: int, *, split_option: str = "--split"
+) -> Path:
+    """--pack when given; else build one from --data and the split manifest into OUT/pack.npz
+    (reused if present). `split_option` is the manifest option's name in the calling command."""
+    check_pack_options(pack, data, split, split_option=split_option)
     if pack is not None:
         return pack
-    if data is None or split is None:
-        raise ConfigError("give --pack CACHE.npz, or --data DIR with --split MANIFEST to build one")
     from edge_bus.data.pack import load_pack, pack_split
     from edge_bus.data.split import load_split
 
     manifest = load_split(split)
-    path = out / "pack.npz"
+    path = out / PACK_NAME
     if path.is_file():
         existing = load_pack(path)
         if existing.split_hash == manifest.hash and existing.spec.size == size:
             return path
-    console.print(f"packing {split} from {data} at {size} px into {path}")
+    console.print(escape(f"packing {split} from {data} at {size} px into {path}"))
     return pack_split(manifest, data, path, size=size, progress=True)
+
+
+def check_pack_options(
+    pack: Optional[Path], data: Optional[Path], split: Optional[Path], *, split_option: str = "--split"
+) -> None:
+    from edge_bus.errors import ConfigError
+
+    if pack is None and (data is None or split is None):
+        raise ConfigError(f"give --pack CACHE.npz, or --data DIR with {split_option} MANIFEST to build one")
 
 
 def parse_model_args(pairs: list[str], width: Optional[int]) -> dict:
@@ -49,6 +65,40 @@ def parse_model_args(pairs: list[str], width: Optional[int]) -> dict:
     return kwargs
 
 
+def check_model_name(model: str) -> None:
+    """ConfigError listing the roster when `model` is not one of its names."""
+    from edge_bus.errors import ConfigError
+    from edge_bus.models import roster
+
+    if model not in roster():
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(roster())}")
+
+
+def check_ensemble_options(model: str, members: list[Path], mode: Optional[str]) -> None:
+    """--member and --mode belong to `train ensemble`, which needs at least two existing members."""
+    from edge_bus.errors import ConfigError
+
+    if model != "ensemble":
+        if members or mode is not None:
+            raise ConfigError(f"--member and --mode apply to `edge-bus train ensemble` only, not to {model!r}")
+        return
+    if mode is not None and mode not in ENSEMBLE_MODES:
+        raise ConfigError(f"--mode {mode!r}: use {' or '.join(ENSEMBLE_MODES)}")
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 --member checkpoints, got {len(members)}")
+    for path in members:
+        if not path.is_file():
+            raise ConfigError(f"--member {path}: no such checkpoint file (a best.pt written by `edge-bus train`)")
+
+
+def stopped_note(stop_reason: Optional[str], patience: int, max_minutes: Optional[float]) -> str:
+    if stop_reason == "patience":
+        return f" [stopped early: no val improvement in {patience} epochs]"
+    if stop_reason == "time_budget":
+        return f" [stopped: time budget of {max_minutes:g} min used up]"
+    return ""
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     @user_errors
@@ -58,55 +108,67 @@ def register(app: typer.Typer) -> None:
         split: Optional[Path] = typer.Option(None, "--split", help="split manifest (to build the pack)"),
         pack: Optional[Path] = typer.Option(None, "--pack", help="packed cache .npz (skips packing)"),
         out: Path = typer.Option(..., "--out", help="output folder (best.pt, last_state.pt, history.json)"),
-        epochs: int = typer.Option(30, "--epochs"),
-        batch_size: int = typer.Option(8, "--batch-size"),
-        lr: float = typer.Option(3e-4, "--lr", help="peak learning rate of the one-cycle schedule"),
-        resolution: Optional[int] = typer.Option(None, "--resolution", help="train at this size (default: the pack's)"),
+        epochs: int = typer.Option(30, "--epochs", min=1),
+        batch_size: int = typer.Option(8, "--batch-size", min=1),
+        lr: float = typer.Option(3e-4, "--lr", min=0.0, help="peak learning rate of the one-cycle schedule"),
+        resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="train at this size (default: the pack's; at most the pack's)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", min=0),
         weights: Optional[str] = typer.Option(None, "--weights", help="'imagenet' for torchvision's pretrained weights"),
         init: Optional[Path] = typer.Option(None, "--init", help="local state dict to start from"),
         resume: bool = typer.Option(False, "--resume", help="continue from OUT/last_state.pt"),
-        patience: int = typer.Option(10, "--patience", help="early stopping: epochs without val improvement"),
-        width: Optional[int] = typer.Option(None, "--width", help="U-Net width (channels at full resolution)"),
+        patience: int = typer.Option(10, "--patience", min=1, help="early stopping: epochs without val improvement"),
+        max_minutes: Optional[float] = typer.Option(
+            None, "--max-minutes", min=0.0, help="time budget: stop after the epoch that ends past it (recorded in history.json)"
+        ),
+        width: Optional[int] = typer.Option(None, "--width", min=1, help="U-Net width (channels at full resolution)"),
         model_arg: list[str] = typer.Option([], "--model-arg", help="extra model keyword KEY=VALUE (repeatable)"),
         member: list[Path] = typer.Option([], "--member", help="ensemble: a member checkpoint (repeat, at least 2)"),
+        mode: Optional[str] = typer.Option(None, "--mode", help="ensemble: 'weighted' (weights chosen on val, the default) or 'mean'"),
         augment: bool = typer.Option(True, "--augment/--no-augment"),
-        workers: int = typer.Option(0, "--workers", help="data-loader worker processes"),
+        workers: int = typer.Option(0, "--workers", min=0, help="data-loader worker processes"),
     ) -> None:
         """Train MODEL on the train split with early stopping on val (classical: parameter search on
-        train; ensemble: weights chosen on val). Multi-GPU: `torchrun --nproc_per_node N $(which edge-bus) train ...`."""
+        train; ensemble: weights chosen on val, or the plain mean). Multi-GPU: `torchrun --nproc_per_node N $(which edge-bus) train ...`."""
         torch_required("edge-bus train")
         from edge_bus.errors import ConfigError
 
+        check_model_name(model)
+        check_ensemble_options(model, member, mode)
+        check_pack_options(pack, data, split)
+        cfg = None
+        if model not in ("classical", "ensemble"):
+            from edge_bus.training.loop import TrainConfig
+
+            cfg = TrainConfig(
+                model=model, pack=pack if pack is not None else out / PACK_NAME, out=out, epochs=epochs,
+                batch_size=batch_size, lr=lr, resolution=resolution if pack is not None else None, device=device,
+                seed=seed, weights=weights, init=str(init) if init else None, resume=resume, patience=patience,
+                model_kwargs=parse_model_args(model_arg, width), augment=augment, num_workers=workers,
+                max_minutes=max_minutes,
+            )
+            cfg.check()
         out.mkdir(parents=True, exist_ok=True)
         pack_path = resolve_pack(pack, data, split, out, resolution or 256)
         if model == "classical":
             from edge_bus.training.baselines import fit_classical_pack
 
             path = fit_classical_pack(pack_path, out, resolution)
-            console.print(f"classical baseline written to {path}")
+            console.print(escape(f"classical baseline written to {path}"))
             return
         if model == "ensemble":
             from edge_bus.training.baselines import fit_ensemble
 
-            path = fit_ensemble(member, pack_path, out, device="cpu" if device == "auto" else device)
-            console.print(f"ensemble written to {path}")
+            path = fit_ensemble(member, pack_path, out, device="cpu" if device == "auto" else device, mode=mode or "weighted")
+            console.print(escape(f"ensemble ({mode or 'weighted'}) written to {path}"))
             return
-        if resolution is not None and pack is None:
-            resolution = None  # the pack was built at this resolution
-        from edge_bus.training.loop import TrainConfig, train
+        from edge_bus.training.loop import train
 
-        cfg = TrainConfig(
-            model=model, pack=pack_path, out=out, epochs=epochs, batch_size=batch_size, lr=lr, resolution=resolution,
-            device=device, seed=seed, weights=weights, init=str(init) if init else None, resume=resume, patience=patience,
-            model_kwargs=parse_model_args(model_arg, width), augment=augment, num_workers=workers,
-        )
         try:
             result = train(cfg)
-        except ValueError as exc:  # model construction: unknown name or bad keyword
+        except ValueError as exc:  # model construction: bad keyword
             raise ConfigError(str(exc)) from None
-        console.print(
+        console.print(escape(
             f"best epoch {result.best_epoch} (val score {result.best_score:.4f}); checkpoint {result.best_checkpoint}"
-            + (" [stopped early]" if result.stopped_early else "")
-        )
+            + stopped_note(result.stop_reason, patience, max_minutes)
+        ))

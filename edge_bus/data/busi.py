@@ -112,12 +112,28 @@ def _scan_folder(folder: Path, label: str, problems: list[Problem]):
             order = int(match["n"]) if match["n"] else 0
             masks.setdefault(match["stem"], []).append((order, path))
         else:
-            images[path.stem] = path
+            _add_image(images, path, problems)
     for stem, paths in masks.items():
         if stem not in images:
             for _, p in paths:
                 problems.append(Problem(p, f"mask without its image '{stem}.png'; ignored"))
     return images, {stem: [p for _, p in sorted(paths)] for stem, paths in masks.items()}
+
+
+def _add_image(images: dict[str, Path], path: Path, problems: list[Problem]) -> None:
+    """Add `path` under its stem; of two images with one stem ('x.png', 'x.jpg') keep the one whose
+    suffix comes first in IMAGE_SUFFIXES and report the other, since both would claim 'x_mask'."""
+    other = images.get(path.stem)
+    if other is None:
+        images[path.stem] = path
+        return
+    keep, drop = sorted((other, path), key=_suffix_rank)
+    images[path.stem] = keep
+    problems.append(Problem(drop, f"another image has the same name, '{keep.name}', and is used; this one is ignored (rename or remove one)"))
+
+
+def _suffix_rank(path: Path) -> tuple[int, str]:
+    return IMAGE_SUFFIXES.index(path.suffix.lower()), path.suffix
 
 
 def _check_sample(label: str, stem: str, image: Path, masks: list[Path]) -> Sample | Problem:

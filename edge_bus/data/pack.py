@@ -96,6 +96,8 @@ def pack_split(
     """
     if size < 8:
         raise DataError(f"--size {size}: use at least 8 pixels")
+    out_path = Path(out_path)
+    _check_out_path(out_path)  # before the minutes of preprocessing, not after
     root = Path(root)
     if verify:
         verify_split(manifest, root)
@@ -119,9 +121,6 @@ def pack_split(
         "dataset_sha256": manifest.dataset_sha256,
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    out_path = Path(out_path)
-    if out_path.suffix != ".npz":
-        raise DataError(f"{out_path}: the cache file name must end in .npz")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # A unique temporary name in the same folder, then os.replace: readers never see half a cache.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tmp.npz", dir=out_path.parent)
@@ -135,6 +134,18 @@ def pack_split(
         tmp.unlink(missing_ok=True)
         raise
     return out_path
+
+
+def _check_out_path(out_path: Path) -> None:
+    if out_path.suffix != ".npz":
+        raise DataError(f"{out_path}: the cache file name must end in .npz")
+    if out_path.is_dir():
+        raise DataError(f"{out_path}: is a folder; give the cache file to write, e.g. {out_path / 'pack.npz'}")
+    for parent in out_path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"{out_path}: {parent} is a file, not a folder; write the cache somewhere else")
+            return
 
 
 def load_pack(path: str | Path) -> Pack:

@@ -67,6 +67,16 @@ def _simplex(n: int, step: float) -> list[tuple[float, ...]]:
     ]
 
 
+def combined_iou(member_probs: np.ndarray, gts: np.ndarray, weights: Sequence[float], *, threshold: float = 0.5) -> float:
+    """Mean IoU over all images of the weighted combination of (M, N, H, W) member probabilities."""
+    combined = np.tensordot(np.asarray(weights, dtype=np.float32), np.asarray(member_probs, dtype=np.float32), axes=1)
+    return float(iou_per_image(combined > threshold, np.asarray(gts) != 0).mean())
+
+
+def mean_weights(m: int) -> list[float]:
+    return [1.0 / m] * m
+
+
 def choose_weights(
     member_probs: np.ndarray, gts: np.ndarray, *, threshold: float = 0.5, step: float = 0.1
 ) -> dict[str, Any]:
@@ -80,14 +90,11 @@ def choose_weights(
     m = probs.shape[0]
     if m < 2:
         raise ValueError(f"choose_weights needs at least 2 members, got {m}")
-    gts = np.asarray(gts) != 0
 
     def score(w: Sequence[float]) -> float:
-        combined = np.tensordot(np.asarray(w, dtype=np.float32), probs, axes=1)
-        return float(iou_per_image(combined > threshold, gts).mean())
+        return combined_iou(probs, gts, w, threshold=threshold)
 
-    mean_w = tuple([1.0 / m] * m)
-    best_w, best = mean_w, score(mean_w)
+    best_w, best = tuple(mean_weights(m)), score(mean_weights(m))
     mean_score = best
     for w in _simplex(m, step):
         s = score(w)

@@ -82,6 +82,11 @@ def model_task(name: str) -> str:
     return _entry(name).task
 
 
+def has_imagenet_weights(name: str) -> bool:
+    """Whether `create(name, weights="imagenet")` is available (False for non-network names)."""
+    return name not in NON_NETWORK_MODELS and _entry(name).imagenet
+
+
 def create(
     name: str,
     *,

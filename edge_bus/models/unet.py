@@ -127,5 +127,6 @@ def unet_vgg19(*, weights: str | None = None, width: int = 64) -> nn.Module:
             first_conv="encoder.0.weight",
             skip_prefixes=("classifier.",),
             rename=("features.", "encoder."),
+            covers=("encoder.",),  # the decoder and head start fresh
         )
     return model

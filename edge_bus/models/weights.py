@@ -75,9 +75,12 @@ def load_pretrained(
     first_conv: str,
     skip_prefixes: Iterable[str] = (),
     rename: tuple[str, str] | None = None,
+    covers: Iterable[str] | None = None,
 ) -> None:
     """Load ImageNet `state` into `model`: adapt `first_conv`, drop keys under `skip_prefixes`
-    (the replaced head), optionally rename a key prefix; every remaining model key must be filled."""
+    (the replaced head), optionally rename a key prefix. Every model key under `covers` (default:
+    every key not under `skip_prefixes`) must be filled; the rest keeps its fresh initialisation
+    (e.g. a U-Net's decoder, which ImageNet has no weights for)."""
     skip = tuple(skip_prefixes)
     if rename is not None:
         old, new = rename
@@ -86,10 +89,17 @@ def load_pretrained(
     state = adapt_first_conv(state, first_conv)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if k in own}
-    missing = [k for k in own if k not in state and not k.startswith(skip) and not k.endswith("num_batches_tracked")]
+    missing = [k for k in _required_keys(own, skip, covers) if k not in state]
     if missing:
         raise CheckpointError(f"pretrained weights do not cover {len(missing)} parameters, e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
+
+
+def _required_keys(own: dict[str, torch.Tensor], skip: tuple[str, ...], covers: Iterable[str] | None) -> list[str]:
+    keys = [k for k in own if not k.endswith("num_batches_tracked")]
+    if covers is not None:
+        return [k for k in keys if k.startswith(tuple(covers))]
+    return [k for k in keys if not (skip and k.startswith(skip))]
 
 
 def load_init(model: nn.Module, path: str | os.PathLike) -> None:

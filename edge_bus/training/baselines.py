@@ -12,7 +12,7 @@ import torch
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.models.classical import ClassicalModel, fit_classical, save_classical
-from edge_bus.models.ensemble import EnsembleModel, choose_weights, save_ensemble
+from edge_bus.models.ensemble import EnsembleModel, choose_weights, combined_iou, mean_weights, save_ensemble
 from edge_bus.training.checkpoint import load_checkpoint
 from edge_bus.training.data import spec_at, split_arrays
 from edge_bus.training.predict import predict_arrays, task_metrics
@@ -60,12 +60,39 @@ def check_same_split(ckpts: Sequence, split_hash: str, pack_path: Path) -> None:
 
 
 def fit_ensemble(
-    members: Sequence[Path], pack_path: Path, out: Path, *, device: str = "cpu", step: float = 0.1, batch_size: int = 8
+    members: Sequence[Path], pack_path: Path, out: Path, *, device: str = "cpu", step: float = 0.1, batch_size: int = 8,
+    mode: str = "weighted",
 ) -> Path:
-    """Choose member weights on the val split; write out/ensemble.json (mode "weighted")."""
+    """Combine the members and write out/ensemble.json: mode "weighted" chooses member weights on
+    the val split, mode "mean" keeps equal weights (both report the val IoU of the plain mean)."""
+    if mode not in ("weighted", "mean"):
+        raise ConfigError(f"--mode {mode!r}: use weighted or mean")
     if len(members) < 2:
         raise ConfigError(f"an ensemble needs at least 2 --member checkpoints, got {len(members)}")
     ckpts = [load_checkpoint(m) for m in members]
+    spec = _common_spec(ckpts)
+    pack = load_pack(pack_path)
+    check_same_split(ckpts, pack.split_hash, pack_path)
+    val = split_arrays(pack, "val", spec.size)
+    dev = torch.device(device)
+    probs = np.stack([predict_arrays(c.build_model().to(dev), val.images, spec, dev, batch_size) for c in ckpts])
+    if mode == "weighted":
+        choice = choose_weights(probs, val.masks, step=step)
+        weights = choice["weights"]
+        metrics = {"iou_all_images_weighted": choice["iou_weighted"], "iou_all_images_mean": choice["iou_mean"]}
+    else:
+        weights = mean_weights(len(ckpts))
+        metrics = {"iou_all_images_mean": combined_iou(probs, val.masks, weights)}
+    model = EnsembleModel(
+        path=None, members=[c.path for c in ckpts], weights=weights, mode=mode, preprocessing=spec,
+        classes=ckpts[0].classes, split_hash=pack.split_hash, dataset_sha256=pack.dataset_sha256,
+        metrics={"val": metrics},
+    )
+    return save_ensemble(Path(out) / ENSEMBLE_NAME, model)
+
+
+def _common_spec(ckpts: Sequence):
+    """The members' shared preprocessing; CheckpointError when one is not a segmenter or differs."""
     for c in ckpts:
         if c.task != "segmentation":
             raise CheckpointError(f"{c.path}: ensemble members must be segmenters, this is a {c.task} model")
@@ -73,15 +100,4 @@ def fit_ensemble(
     for c in ckpts[1:]:
         if c.preprocessing != spec:
             raise CheckpointError(f"{c.path}: trained at {c.preprocessing.size} px, {ckpts[0].path} at {spec.size}; members must match")
-    pack = load_pack(pack_path)
-    check_same_split(ckpts, pack.split_hash, pack_path)
-    val = split_arrays(pack, "val", spec.size)
-    dev = torch.device(device)
-    probs = np.stack([predict_arrays(c.build_model().to(dev), val.images, spec, dev, batch_size) for c in ckpts])
-    choice = choose_weights(probs, val.masks, step=step)
-    model = EnsembleModel(
-        path=None, members=[c.path for c in ckpts], weights=choice["weights"], mode="weighted", preprocessing=spec,
-        classes=ckpts[0].classes, split_hash=pack.split_hash, dataset_sha256=pack.dataset_sha256,
-        metrics={"val": {"iou_all_images_weighted": choice["iou_weighted"], "iou_all_images_mean": choice["iou_mean"]}},
-    )
-    return save_ensemble(Path(out) / ENSEMBLE_NAME, model)
+    return spec

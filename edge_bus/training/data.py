@@ -2,7 +2,8 @@
 
 `--resolution` below the pack's size resizes the cached uint8 images with the same
 `resize_gray` (and masks with `resize_mask`) the runtime uses, so a 128-pixel CPU run still sees
-exactly the arithmetic of the bundle it exports to (whose spec then says size 128).
+exactly the arithmetic of the bundle it exports to (whose spec then says size 128). A resolution
+above the pack's is refused: upsampled cache images are not what the runtime sees at that size.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def spec_at(pack: Pack, resolution: int | None) -> PreprocessSpec:
         return spec
     if resolution <= 0:
         raise ConfigError(f"--resolution {resolution}: use a positive size")
+    if resolution > spec.size:
+        raise ConfigError(
+            f"--resolution {resolution} is above the {spec.size} px of {pack.path}; upsampling it is not what the runtime "
+            f"sees: build a pack at that size (`edge-bus data pack MANIFEST --size {resolution}`) or drop --resolution"
+        )
     return replace(spec, size=int(resolution))
 
 

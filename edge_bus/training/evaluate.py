@@ -95,7 +95,8 @@ def evaluate(
     outputs = loaded.predict(arrays.images)
     report: dict[str, Any] = {
         "model": loaded.name, "task": loaded.task, "source": str(loaded.source), "split": split, "n": len(arrays),
-        "resolution": loaded.spec.size, "split_hash": pack.split_hash, "pack": str(pack_path),
+        "resolution": loaded.spec.size, "pack_resolution": pack.spec.size, "split_hash": pack.split_hash,
+        "pack": str(pack_path), "warnings": resize_warnings(pack_path, pack.spec.size, loaded.spec.size),
     }
     figures: dict[str, str] = {}
     if loaded.task == "classification":
@@ -113,23 +114,42 @@ def evaluate(
         report["segmentation"]["per_image"] = [
             {"id": i, "iou": a, "dice": b} for i, a, b in zip(arrays.ids, seg["per_image"]["iou"], seg["per_image"]["dice"])
         ]
-        figures["overlays"] = str(plot_overlays(arrays, masks, np.asarray(seg["per_image"]["iou"]), out / "overlays.png", n_overlays))
+        ious = np.asarray(seg["per_image"]["iou"])
+        figures["overlays"] = str(plot_overlays(arrays, masks, ious, out / "overlays.png", n_overlays))
     report["figures"] = figures
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown_report(report))
     return report
 
 
+def resize_warnings(pack_path: str | Path, pack_size: int, model_size: int) -> list[str]:
+    """The note for a pack whose images are resized to the model's size (none when they match)."""
+    if pack_size == model_size:
+        return []
+    return [
+        f"{pack_path} holds {pack_size} px images and the model takes {model_size} px: they are resized here, so "
+        f"these figures differ from those on a pack made at {model_size} px (`edge-bus data pack MANIFEST --size {model_size}`)"
+    ]
+
+
+def overlay_cases(ious: np.ndarray, has_lesion: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Indices of the `n` best cases among lesion images (an empty mask predicted empty scores 1
+    and would fill the row with normal images) and the `n` worst over all images."""
+    order = np.argsort(ious, kind="stable")
+    lesion_order = order[np.asarray(has_lesion, dtype=bool)[order]]
+    return {"best": lesion_order[::-1][:n], "worst": order[:n]}
+
+
 def plot_overlays(arrays: SplitArrays, preds: np.ndarray, ious: np.ndarray, path: Path, n: int = 4) -> Path:
-    """Two rows: the `n` best and `n` worst images by IoU; ground truth green, prediction red."""
+    """Two rows: the `n` best lesion images and the `n` worst images by IoU; ground truth green,
+    prediction red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = np.argsort(ious, kind="stable")
-    n = max(1, min(n, len(order)))
-    rows = {"best": order[::-1][:n], "worst": order[:n]}
+    n = max(1, min(n, len(ious)))
+    rows = overlay_cases(ious, arrays.masks.reshape(len(arrays.masks), -1).any(axis=1), n)
     fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.2), squeeze=False)
     for r, (title, idx) in enumerate(rows.items()):
         for c in range(n):
@@ -159,6 +179,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation of {report['model']} on the {report['split']} split", "",
              f"- model file: `{report['source']}`", f"- images: {report['n']} at {report['resolution']} px",
              f"- split hash: `{report['split_hash'][:16]}`", ""]
+    lines += [f"**Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     if "classification" in report:
         cls = report["classification"]
         lines += [f"**Weighted F1: {_fmt(cls['weighted_f1'])}**, accuracy {_fmt(cls['accuracy'])}, macro F1 {_fmt(cls['macro_f1'])}", "",

@@ -1,9 +1,15 @@
 """The training loop: AdamW + one-cycle schedule, class-weighted cross-entropy or BCE + Dice,
-AMP on CUDA, early stopping on the validation metric, resumable, DDP under torchrun.
+AMP on CUDA, early stopping on the validation metric, an optional time budget, resumable, DDP
+under torchrun.
 
 Files in `out`: best.pt (checkpoint of the best validation epoch, see checkpoint.py),
 last_state.pt (model, optimizer, scheduler, scaler, epoch, RNG: what --resume needs) and
-history.json (per-epoch loss and validation metrics).
+history.json (per-epoch loss and validation metrics; the last record of a run that stopped itself
+carries `stop_reason`: "patience" or "time_budget").
+
+Under DDP every stopping decision is taken on rank 0 and broadcast: ranks hold different BatchNorm
+statistics after their last batches, so scores computed on each rank's copy can differ, and a rank
+that stopped alone would leave the others waiting in the next all-reduce forever.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from edge_bus.data.augment import Augmenter
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.models import create, model_task
-from edge_bus.models.registry import NON_NETWORK_MODELS
+from edge_bus.models.registry import NON_NETWORK_MODELS, has_imagenet_weights
 from edge_bus.training import distributed
 from edge_bus.training.checkpoint import save_checkpoint, unwrap
 from edge_bus.training.data import PackDataset, class_weights, spec_at, split_arrays
@@ -62,19 +68,42 @@ class TrainConfig:
     # Stop after this many epochs in this invocation (time-boxed or preemptible jobs); the run
     # continues with resume=True. Not part of the resumable settings.
     max_epochs_this_run: int | None = None
+    # Time budget of this invocation: stop after the first epoch that ends past it.
+    max_minutes: float | None = None
 
     def check(self) -> None:
+        """ConfigError naming the first bad option; cheap, so callers run it before packing."""
+        self._check_model()
+        self._check_numbers()
+        self._check_weights()
+        distributed.resolve_device(self.device)
+
+    def _check_model(self) -> None:
         if self.model in NON_NETWORK_MODELS:
             raise ConfigError(f"'{self.model}' is fitted, not trained by this loop; use `edge-bus train {self.model}`")
         try:
             model_task(self.model)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        for name in ("epochs", "batch_size"):
+
+    def _check_numbers(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.resolution is not None and self.resolution < 8:
+            raise ConfigError(f"--resolution {self.resolution}: use at least 8 pixels")
+
+    def _check_weights(self) -> None:
+        if self.weights not in (None, "imagenet"):
+            raise ConfigError(f"--weights {self.weights!r}: the only choice is 'imagenet' (for a local file use --init PATH)")
+        if self.weights == "imagenet" and not has_imagenet_weights(self.model):
+            raise ConfigError(f"--weights imagenet: model {self.model!r} has no ImageNet weights; train it without --weights")
+        if self.init is not None and not Path(self.init).is_file():
+            raise ConfigError(f"--init {self.init}: no such file (a state dict saved with torch.save or an edge-bus checkpoint)")
 
 
 @dataclass
@@ -85,6 +114,7 @@ class TrainResult:
     best_score: float
     best_epoch: int
     stopped_early: bool
+    stop_reason: str | None = None  # "patience", "time_budget" or None (ran its epochs)
 
 
 def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -180,9 +210,12 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         "weights": cfg.weights,
         "init": cfg.init,
         "augment": cfg.augment,
+        "patience": cfg.patience,
+        "max_minutes": cfg.max_minutes,
         "pack": str(Path(cfg.pack).resolve()),
     }
-    stopped_early = False
+    stop_reason = None
+    run_started = time.perf_counter()
     total_steps = (cfg.epochs - start_epoch) * steps_per_epoch
     with Progress(cfg.model, total=total_steps, enabled=cfg.progress and info.is_main) as progress:
         for epoch in range(start_epoch, cfg.epochs):
@@ -211,10 +244,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 torch.distributed.all_reduce(total)
                 torch.distributed.all_reduce(count)
             train_loss = float(total / count.clamp(min=1))
-            # Every rank validates the whole (small) val split: identical weights give identical
-            # scores, so all ranks take the same early-stopping decision without communicating.
-            outputs = predict_arrays(model, val_arrays.images, spec, device, batch_size=max(cfg.batch_size, 8))
-            val = task_metrics(task, outputs, val_arrays, classes)
+            val = _validate(info, model, val_arrays, spec, device, task, classes, max(cfg.batch_size, 8))
+            out_of_time = distributed.broadcast_from_main(info, _past_budget(cfg.max_minutes, run_started))
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val": val, "lr": scheduler.get_last_lr()[0],
                       "seconds": round(time.perf_counter() - started, 3)}
             history.append(record)
@@ -223,6 +254,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 best_score, best_epoch, stale = val["score"], epoch + 1, 0
             else:
                 stale += 1
+            stop_reason = "patience" if stale >= cfg.patience else "time_budget" if out_of_time else None
+            if stop_reason is not None:
+                record["stop_reason"] = stop_reason
             if info.is_main:
                 if improved:
                     save_checkpoint(
@@ -234,12 +268,25 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 write_json_atomic(out / HISTORY_NAME, history)
                 progress.log(epoch_line(epoch + 1, cfg.epochs, train_loss, val["score"], record["seconds"], improved))
             distributed.barrier(info)
-            if stale >= cfg.patience:
-                stopped_early = True
+            if stop_reason is not None:
                 break
             if cfg.max_epochs_this_run is not None and epoch + 1 - start_epoch >= cfg.max_epochs_this_run:
                 break
-    return TrainResult(best_path, last_state, history, best_score, best_epoch, stopped_early)
+    return TrainResult(best_path, last_state, history, best_score, best_epoch, stop_reason == "patience", stop_reason)
+
+
+def _validate(info, model, val_arrays, spec, device, task, classes, batch_size) -> dict[str, Any]:
+    """Rank 0 scores the val split with its copy of the model (the one it saves) and every rank
+    gets those figures, so all ranks take the same best-epoch and stopping decisions."""
+    val = None
+    if info.is_main:
+        outputs = predict_arrays(model, val_arrays.images, spec, device, batch_size=batch_size)
+        val = task_metrics(task, outputs, val_arrays, classes)
+    return distributed.broadcast_from_main(info, val)
+
+
+def _past_budget(max_minutes: float | None, started: float) -> bool:
+    return max_minutes is not None and time.perf_counter() - started >= max_minutes * 60
 
 
 def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history) -> None:

@@ -86,6 +86,16 @@ def test_bad_files_are_reported_skipped_and_counted(busi):
     assert "benign/benign (4)" in index.by_id()
 
 
+def test_two_images_with_one_name_keep_the_png_and_report_the_other(busi):
+    png = busi / "benign" / "benign (1).png"
+    cv2.imwrite(str(busi / "benign" / "benign (1).jpg"), read_image(png))
+    index = index_busi(busi)
+    assert index.by_id()["benign/benign (1)"].image == png
+    reason = _problem_for(index, "benign (1).jpg")
+    assert "same name" in reason and "benign (1).png" in reason
+    assert len(index.problems) == 1 and index.counts() == COUNTS
+
+
 def test_not_a_busi_layout_says_what_is_expected(tmp_path, busi):
     with pytest.raises(DataError, match="expected a BUSI layout"):
         index_busi(tmp_path / "missing")

@@ -94,6 +94,40 @@ def test_user_errors_exit_2_without_traceback(app, tmp_path, synthetic_busi, arg
     assert "error:" in res.output and message in res.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "split", "{busi}", "--out", "{tmp}/s.json", "--seed", "-1"],
+        ["data", "synth", "{tmp}/x", "--seed", "-3"],
+    ],
+)
+def test_negative_seed_is_refused_by_the_option(app, tmp_path, synthetic_busi, args):
+    res = _run(app, *[a.format(tmp=tmp_path, busi=synthetic_busi) for a in args])
+    assert res.exit_code == 2 and "--seed" in res.output
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "inspect", "{busi}", "--out", "{tmp}/afile"], "afile is a file, not a folder"),
+        (["data", "inspect", "{busi}", "--out", "{tmp}/afile/report"], "afile is a file, not a folder"),
+        (["data", "split", "{busi}", "--out", "{tmp}"], "is a folder; give the file to write"),
+        (["data", "split", "{busi}", "--out", "{tmp}/afile/s.json"], "afile is a file, not a folder"),
+        (["data", "pack", "{tmp}/s.json", "--out", "{tmp}/afile/c.npz"], "afile is a file, not a folder"),
+    ],
+)
+def test_out_paths_that_cannot_be_written_are_one_line_errors(app, tmp_path, synthetic_busi, args, message):
+    from edge_bus.data.busi import index_busi
+    from edge_bus.data.split import make_split, write_split
+
+    (tmp_path / "afile").write_text("x")
+    write_split(make_split(index_busi(synthetic_busi), seed=0), tmp_path / "s.json")
+    res = _run(app, *[a.format(tmp=tmp_path, busi=synthetic_busi) for a in args])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and message in " ".join(res.output.split())
+
+
 def test_split_remade_in_another_folder_says_only_data_root_changed(app, tmp_path, synthetic_busi):
     import shutil
 

@@ -79,3 +79,16 @@ def test_pack_is_written_atomically(synthetic_busi, tmp_path):
     pack_split(manifest, synthetic_busi, out, size=16)
     assert [p.name for p in out.parent.iterdir()] == ["cache.npz"]
     assert load_pack(out).split_hash == manifest.hash
+
+
+def test_wrong_suffix_is_refused_before_any_image_is_read(synthetic_busi, tmp_path, monkeypatch):
+    from edge_bus.data import pack as pack_module
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("images were read before the output name was checked")
+
+    monkeypatch.setattr(pack_module, "_map", no_reading)
+    monkeypatch.setattr(pack_module, "verify_split", no_reading)
+    manifest = make_split(index_busi(synthetic_busi), seed=0)
+    with pytest.raises(DataError, match=r"cache.zip: the cache file name must end in \.npz"):
+        pack_split(manifest, synthetic_busi, tmp_path / "cache.zip", size=32)

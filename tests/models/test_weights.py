@@ -40,6 +40,24 @@ def test_imagenet_weights_load_with_summed_first_conv(monkeypatch):
     assert model.fc.out_features == 3
 
 
+def test_unet_vgg19_imagenet_fills_the_encoder_and_leaves_the_decoder_fresh(monkeypatch):
+    """ImageNet has no decoder weights: only the encoder must be covered (faked, cached file)."""
+    from torchvision.models import vgg19_bn
+
+    source = vgg19_bn(weights=None).state_dict()
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: source)
+    torch.manual_seed(0)
+    fresh = create("unet_vgg19").state_dict()
+    torch.manual_seed(0)
+    model = create("unet_vgg19", weights="imagenet")
+    state = model.state_dict()
+    torch.testing.assert_close(state["encoder.0.weight"], source["features.0.weight"].sum(1, keepdim=True))
+    torch.testing.assert_close(state["encoder.49.weight"], source["features.49.weight"])
+    torch.testing.assert_close(state["encoder.50.running_var"], source["features.50.running_var"])
+    for key in ("up.0.weight", "dec.3.0.weight", "head.weight"):
+        torch.testing.assert_close(state[key], fresh[key])
+
+
 def test_single_channel_conv_equals_gray_copied_to_rgb():
     conv = torch.nn.Conv2d(3, 5, 3, padding=1)
     gray = torch.randn(2, 1, 8, 8)

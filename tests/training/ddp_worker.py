@@ -1,31 +1,71 @@
-"""Entry point of one rank in the two-process gloo test (module level so spawn can import it)."""
+"""Entry point of one rank in the two-process gloo test (module level so spawn can import it).
+
+Test hooks, set inside this rank's process: `loop.create` is wrapped to keep the rank's own model
+(to compare the weights each rank ends with), and with `scripted_scores` the validation score of
+epoch e on rank r is replaced by scripted_scores[r][e], so the ranks would disagree about when to
+stop if each decided on its own figures.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 
-def run_rank(rank: int, world: int, port: int, pack: str, out: str, reports: str) -> None:
+def _digest(named_tensors) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(named_tensors):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _install_hooks(rank: int, scripted_scores: list[list[float]] | None) -> dict:
+    from edge_bus.training import loop
+
+    kept: dict = {}
+    real_create, real_metrics = loop.create, loop.task_metrics
+
+    def create_and_keep(*args, **kwargs):
+        kept["model"] = real_create(*args, **kwargs)
+        return kept["model"]
+
+    loop.create = create_and_keep
+    if scripted_scores is not None:
+        scores = iter(scripted_scores[rank])
+
+        def scripted(*args, **kwargs):
+            return {**real_metrics(*args, **kwargs), "score": next(scores)}
+
+        loop.task_metrics = scripted
+    return kept
+
+
+def run_rank(rank: int, world: int, port: int, pack: str, out: str, reports: str,
+             scripted_scores: list[list[float]] | None = None, epochs: int = 2, patience: int = 10) -> None:
     import torch
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    from edge_bus.training.checkpoint import load_checkpoint
     from edge_bus.training.loop import TrainConfig, train
 
-    result = train(TrainConfig(model="unet", pack=Path(pack), out=Path(out), epochs=2, batch_size=2, lr=3e-3,
-                               device="cpu", model_kwargs={"width": 2}, progress=False))
-    state = torch.load(result.last_state, weights_only=True)["model"] if rank == 0 else None
-    # Each rank reports what it believes; the test compares them.
-    from edge_bus.training.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(result.best_checkpoint)
-    digest = float(sum(v.double().sum() for v in ckpt.state_dict.values() if v.is_floating_point()))
+    kept = _install_hooks(rank, scripted_scores)
+    result = train(TrainConfig(model="unet", pack=Path(pack), out=Path(out), epochs=epochs, batch_size=2, lr=3e-3,
+                               device="cpu", model_kwargs={"width": 2}, patience=patience, progress=False))
+    own = dict(kept["model"].named_parameters())
+    saved = torch.load(result.last_state, weights_only=True)["model"]  # written by rank 0
+    best = load_checkpoint(result.best_checkpoint)
     Path(reports, f"rank{rank}.json").write_text(json.dumps({
         "losses": [h["train_loss"] for h in result.history],
         "scores": [h["val"]["score"] for h in result.history],
         "best_epoch": result.best_epoch,
-        "digest": digest,
-        "has_state": state is not None,
+        "best_score": result.best_score,
+        "stop_reason": result.stop_reason,
+        "own_parameters": _digest(own.items()),
+        "saved_parameters": _digest((k, saved[k]) for k in own),
+        "checkpoint_best_epoch": best.train["best_epoch"],
+        "checkpoint_score": best.metrics["val"]["score"],
     }))

@@ -82,6 +82,20 @@ def test_ensemble_cli_on_val_then_evaluate(trained_unets, synthetic_pack, tmp_pa
     assert json.loads((tmp_path / "e" / "report.json").read_text())["model"].startswith("ensemble")
 
 
+def test_ensemble_cli_mean_mode_keeps_equal_weights(trained_unets, synthetic_pack, tmp_path):
+    members = [str(r.best_checkpoint) for r in trained_unets]
+    res = runner.invoke(app, ["train", "ensemble", "--mode", "mean", "--pack", str(synthetic_pack), "--out", str(tmp_path / "m"),
+                              "--member", members[0], "--member", members[1]])
+    assert res.exit_code == 0, res.output
+    ens = load_ensemble(tmp_path / "m" / "ensemble.json")
+    assert ens.mode == "mean" and ens.weights == [0.5, 0.5]
+    assert set(ens.metrics["val"]) == {"iou_all_images_mean"}
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "ensemble.json"), "--pack", str(synthetic_pack),
+                              "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["model"] == "ensemble (mean)"
+
+
 def test_classical_scored_keeps_one_component_or_none():
     train_x, train_y = _phantoms(24, seed=4)
     segmenter, search = fit_classical(train_x, train_y)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 import torch.multiprocessing as mp
@@ -15,15 +16,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn_two_ranks(args: tuple, timeout_s: float = 240) -> None:
+    """Run both ranks; a rank that stops alone leaves the other waiting, so wait with a deadline."""
+    ctx = mp.spawn(run_rank, args=args, nprocs=2, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                process.kill()
+            pytest.fail(f"the two ranks did not finish within {timeout_s} s: they disagreed about when to stop")
+
+
 @pytest.mark.slow
-def test_two_gloo_ranks_agree_and_write_one_checkpoint(synthetic_pack, tmp_path):
+def test_two_gloo_ranks_stop_together_on_rank0_scores_and_write_one_checkpoint(synthetic_pack, tmp_path):
     out, reports = tmp_path / "out", tmp_path / "reports"
     reports.mkdir()
-    mp.spawn(run_rank, args=(2, _free_port(), str(synthetic_pack), str(out), str(reports)), nprocs=2, join=True)
+    # Rank 0 improves at epoch 2 and then stalls (patience 1: stop after epoch 3); rank 1's own
+    # figures would stall at epoch 2 already and then improve.
+    scripted = [[0.1, 0.2, 0.1, 0.1], [0.5, 0.4, 0.6, 0.7]]
+    _spawn_two_ranks((2, _free_port(), str(synthetic_pack), str(out), str(reports), scripted, 4, 1))
     r0, r1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    for r in (r0, r1):
+        assert r["scores"] == [0.1, 0.2, 0.1] and r["stop_reason"] == "patience"
+        assert r["best_epoch"] == r["checkpoint_best_epoch"] == 2 and r["best_score"] == r["checkpoint_score"] == 0.2
     assert r0["losses"] == r1["losses"]  # all-reduced
-    assert r0["scores"] == r1["scores"] and r0["best_epoch"] == r1["best_epoch"]
-    assert r0["digest"] == r1["digest"]
+    # DDP keeps the parameters identical on both ranks, and rank 0 saved exactly its own.
+    assert r0["own_parameters"] == r1["own_parameters"] == r0["saved_parameters"]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last_state.pt"]
     history = json.loads((out / "history.json").read_text())
-    assert len(history) == 2
+    assert [h["epoch"] for h in history] == [1, 2, 3] and history[-1]["stop_reason"] == "patience"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -83,11 +84,124 @@ def test_resume_refuses_changed_settings(synthetic_pack, tmp_path):
         train(TrainConfig(out=tmp_path, epochs=2, resume=True, **common))
 
 
+def _one_error_line(res) -> str:
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, res.output
+    return " ".join(res.output.split())
+
+
 def test_cli_errors_are_one_line(tmp_path):
     res = runner.invoke(app, ["train", "vgg91", "--pack", str(tmp_path / "none.npz"), "--out", str(tmp_path)])
-    assert res.exit_code == 2
+    text = _one_error_line(res)
+    assert "unknown model 'vgg91'" in text and "vgg19" in text and "ensemble" in text
     res = runner.invoke(app, ["train", "unet", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "--pack" in res.output
+    assert "--pack" in _one_error_line(res)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["vgg91"], "unknown model 'vgg91'"),
+        (["unet", "--weights", "imagenet"], "has no ImageNet weights"),
+        (["unet", "--weights", "imagent"], "the only choice is 'imagenet'"),
+        (["unet", "--init", "{tmp}/missing.pt"], "--init"),
+        (["unet", "--mode", "mean"], "--mode apply to `edge-bus train ensemble` only"),
+        (["ensemble", "--member", "{tmp}/a.pt"], "at least 2 --member"),
+        (["ensemble", "--mode", "median"], "--mode 'median'"),
+    ],
+)
+def test_cli_checks_options_before_packing(synthetic_busi, synthetic_split, tmp_path, args, message):
+    out = tmp_path / "out"
+    args = [a.format(tmp=tmp_path) for a in args]
+    res = runner.invoke(app, ["train", *args, "--data", str(synthetic_busi), "--split", str(synthetic_split), "--out", str(out)])
+    assert message in _one_error_line(res)
+    assert not (out / "pack.npz").exists()
+
+
+@pytest.mark.parametrize("option", [["--patience", "0"], ["--epochs", "0"], ["--batch-size", "0"], ["--seed", "-1"], ["--workers", "-1"]])
+def test_cli_rejects_out_of_range_numbers_before_packing(synthetic_busi, synthetic_split, tmp_path, option):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["train", "unet", *option, "--data", str(synthetic_busi), "--split", str(synthetic_split), "--out", str(out)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert option[0] in res.output
+    assert not (out / "pack.npz").exists()
+
+
+def test_cli_shows_why_training_stopped(monkeypatch, tmp_path):
+    from edge_bus.training import loop
+
+    def stopped(cfg):
+        return loop.TrainResult(tmp_path / "best.pt", tmp_path / "last_state.pt", [], 0.5, 3, True, "patience")
+
+    monkeypatch.setattr(loop, "train", stopped)
+    res = runner.invoke(app, ["train", "unet", "--pack", str(tmp_path / "p.npz"), "--patience", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "[stopped early: no val improvement in 2 epochs]" in " ".join(res.output.split())
+
+
+def test_resolution_above_the_pack_is_refused(synthetic_pack, tmp_path):
+    res = runner.invoke(app, ["train", "unet", "--pack", str(synthetic_pack), "--resolution", "128", "--out", str(tmp_path)])
+    text = _one_error_line(res)
+    assert "--resolution 128 is above the 64 px" in text and "--size 128" in text
+    with pytest.raises(ConfigError, match="above the 64 px"):
+        train(TrainConfig(model="unet", pack=synthetic_pack, out=tmp_path, resolution=96, device="cpu", progress=False))
+
+
+def test_time_budget_stops_after_the_epoch_that_ends_past_it(synthetic_pack, tmp_path, monkeypatch):
+    import time
+
+    from edge_bus.training import loop
+
+    assert loop._past_budget(1, time.perf_counter() - 61) and not loop._past_budget(1, time.perf_counter())
+    assert not loop._past_budget(None, 0.0)
+    checks = iter([False, False, True])  # the budget runs out during epoch 3
+    monkeypatch.setattr(loop, "_past_budget", lambda max_minutes, started: next(checks))
+    result = train(TrainConfig(model="unet", pack=synthetic_pack, out=tmp_path, epochs=20, batch_size=4, device="cpu",
+                               model_kwargs={"width": 2}, max_minutes=2, progress=False))
+    assert result.stop_reason == "time_budget" and not result.stopped_early
+    assert len(result.history) == 3
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history[-1]["stop_reason"] == "time_budget" and all("stop_reason" not in h for h in history[:-1])
+    assert load_checkpoint(result.best_checkpoint).train["max_minutes"] == 2
+
+
+def test_evaluate_names_its_own_manifest_option(trained_unets, synthetic_busi, tmp_path):
+    ckpt = str(trained_unets[0].best_checkpoint)
+    res = runner.invoke(app, ["evaluate", ckpt, "--data", str(synthetic_busi), "--split", "split.json", "--out", str(tmp_path)])
+    text = _one_error_line(res)
+    assert "--split 'split.json': use train, val or test" in text and "--split-manifest" in text
+    res = runner.invoke(app, ["evaluate", ckpt, "--data", str(synthetic_busi), "--out", str(tmp_path)])
+    assert "--data DIR with --split-manifest MANIFEST" in _one_error_line(res)
+
+
+def test_evaluate_warns_once_when_it_resizes_the_pack(trained_unets, synthetic_busi, synthetic_split, tmp_path):
+    from edge_bus.data.pack import pack_split
+    from edge_bus.data.split import load_split
+
+    pack32 = pack_split(load_split(synthetic_split), synthetic_busi, tmp_path / "pack32.npz", size=32)
+    res = runner.invoke(app, ["evaluate", str(trained_unets[0].best_checkpoint), "--pack", str(pack32), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("warning:") == 1 and "holds 32 px images and the model takes 64 px" in text
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["pack_resolution"] == 32 and report["resolution"] == 64 and len(report["warnings"]) == 1
+    assert "**Warning:**" in (tmp_path / "e" / "report.md").read_text()
+    res = runner.invoke(app, ["evaluate", str(trained_unets[0].best_checkpoint), "--data", str(synthetic_busi),
+                              "--split-manifest", str(synthetic_split), "--out", str(tmp_path / "f")])
+    assert res.exit_code == 0 and "warning:" not in res.output  # packed at the model's size
+
+
+def test_best_overlays_are_lesion_images_and_worst_come_from_all():
+    from edge_bus.training.evaluate import overlay_cases
+
+    ious = np.array([1.0, 0.9, 1.0, 0.2, 0.0, 0.5])
+    has_lesion = np.array([False, True, False, True, False, True])
+    rows = overlay_cases(ious, has_lesion, 2)
+    assert list(rows["best"]) == [1, 5]
+    assert list(rows["worst"]) == [4, 3]
+    assert list(overlay_cases(ious, np.zeros(6, bool), 2)["best"]) == []
 
 
 def test_non_terminal_output_gets_a_plain_line_per_epoch(synthetic_pack, tmp_path, capsys):
