@@ -14,13 +14,21 @@ INT8 engines are built from the bundle's symmetric QDQ model.int8.tensorrt.onnx 
 (`timing_cache_path`). Precision "auto" (`lookup_auto`) takes the first fresh engine of fp16, fp32, int8.
 
 `lookup()` answers "fresh" (load it), "stale" (an engine for this precision exists but was built for
-another ONNX/TensorRT/GPU: rebuild it, never load it) or "missing".
+another ONNX/TensorRT/GPU, or its file no longer has the size and SHA-256 its record holds: rebuild
+it, never load it) or "missing".
+
+A new engine is built into a staging file (`StagedEngine`, invisible to lookup), gated, and only
+then published: moved to its final name, then its record written.
+
+This code is written against the TensorRT 10 Python API; `import_tensorrt()` refuses any other
+major version (TensorRT 11 removes BuilderFlag.FP16/INT8 and the INT8 calibrator API).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,6 +131,8 @@ class EngineRecord:
     calibration: dict[str, Any] | None = None
     source_onnx: str | None = None  # the bundle file it was built from (model.onnx or model.int8.onnx)
     quantization: str | None = None  # int8 only: "explicit (Q/DQ)" or "implicit (calibrator)"
+    engine_sha256: str | None = None  # of the .engine file as published (None: record of an older edge-bus)
+    engine_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +177,31 @@ def write_record(record: EngineRecord, bundle_root: str | Path) -> Path:
     return write_json_atomic(sidecar_path(Path(bundle_root) / record.path), record.to_dict())
 
 
+def staging_path(bundle_root: str | Path, record: EngineRecord) -> Path:
+    """Where an engine is built before its gate: a hidden file next to its final name (no record)."""
+    final = Path(bundle_root) / record.path
+    return final.with_name(f".{final.name}.{os.getpid()}.staging")
+
+
+@dataclass
+class StagedEngine:
+    """A built, not yet published engine: lookup() cannot see it until publish()."""
+
+    record: EngineRecord
+    path: Path  # the staging file
+
+    def publish(self, bundle_root: str | Path) -> EngineRecord:
+        """Move the engine to its final name, then write its record with the file's size and SHA-256."""
+        self.record.engine_bytes = self.path.stat().st_size
+        self.record.engine_sha256 = sha256_file(self.path)
+        os.replace(self.path, Path(bundle_root) / self.record.path)
+        write_record(self.record, bundle_root)
+        return self.record
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def read_record(path: str | Path) -> EngineRecord:
     p = Path(path)
     try:
@@ -195,6 +230,18 @@ def bundle_records(bundle_root: str | Path, manifest_engines: list[dict] | None 
             rec = read_record(sidecar)
             records[rec.path] = rec
     return list(records.values())
+
+
+def engine_file_problem(bundle_root: str | Path, record: EngineRecord) -> str | None:
+    """Why the engine file does not match its record (missing, truncated, replaced), or None."""
+    path = Path(bundle_root) / record.path
+    if not path.is_file():
+        return f"engine file {record.path} is missing"
+    if record.engine_bytes is not None and path.stat().st_size != record.engine_bytes:
+        return f"engine file is {path.stat().st_size} bytes, its record says {record.engine_bytes} (truncated or replaced)"
+    if record.engine_sha256 is not None and sha256_file(path) != record.engine_sha256:
+        return "engine file's SHA-256 differs from its record (changed after it was built)"
+    return None
 
 
 def mismatches(record: EngineRecord, onnx_sha256: str, target: Target) -> list[str]:
@@ -241,7 +288,8 @@ def lookup(
     precision: str,
     records: list[EngineRecord] | None = None,
 ) -> Lookup:
-    """Find the engine for (onnx, TensorRT, GPU, precision); a fresh record's file must exist."""
+    """Find the engine for (onnx, TensorRT, GPU, precision); a fresh record's file must exist and,
+    where the record holds them, have its size and SHA-256."""
     precision = check_precision(precision)
     root = Path(bundle_root)
     if records is None:
@@ -249,10 +297,16 @@ def lookup(
     key = engine_key(onnx_sha256, target.trt_version, target.gpu_name, target.compute_capability, precision)
     expected = engine_filename(model, precision, key)
     same_precision = [r for r in records if r.precision == precision]
+    damaged: list[tuple[EngineRecord, str]] = []
     for rec in same_precision:
         if rec.key == key and not mismatches(rec, onnx_sha256, target):
-            if (root / rec.path).is_file():
+            problem = engine_file_problem(root, rec)
+            if problem is None:
                 return Lookup("fresh", precision, rec, [], expected)
+            damaged.append((rec, problem))
+    if damaged:
+        rec, problem = damaged[0]
+        return Lookup("stale", precision, rec, [problem], expected)
     if same_precision:
         best = min(same_precision, key=lambda r: len(mismatches(r, onnx_sha256, target)))
         reasons = mismatches(best, onnx_sha256, target) or [f"engine file {best.path} is missing"]
@@ -290,17 +344,34 @@ def lookup_auto(
     return stale[0] if stale else answers[0]
 
 
-def current_target() -> Target:
-    """This machine's TensorRT version and GPU; BackendError when tensorrt or a GPU is missing."""
+TRT_MAJOR = 10  # the TensorRT Python API this code is written against
+TRT_INSTALL = "pip install 'edge-bus[tensorrt]'"  # pins tensorrt-cu12>=10,<11 and cuda-python
+
+
+def import_tensorrt():
+    """The tensorrt module, when it is TensorRT 10; BackendError saying how to get it otherwise."""
     try:
         import tensorrt as trt  # noqa: PLC0415
     except ImportError:
         raise BackendError(
-            "TensorRT is not installed here (on a Jetson it comes with JetPack: python3-libnvinfer; on a PC: "
-            "pip install tensorrt cuda-python); build engines on the target with `edge-bus export build-engine BUNDLE`, "
+            "TensorRT is not installed here (on a Jetson it comes with JetPack 6: python3-libnvinfer; on a PC: "
+            f"{TRT_INSTALL}); build engines on the target with `edge-bus export build-engine BUNDLE`, "
             "or run with --backend onnxruntime"
         ) from None
-    name, cc = gpu_identity()
+    version = str(getattr(trt, "__version__", "unknown"))
+    if version.split(".")[0] != str(TRT_MAJOR):
+        raise BackendError(
+            f"TensorRT {version} is installed here, but edge-bus needs TensorRT {TRT_MAJOR} (its builder API changed); "
+            f"install it with: {TRT_INSTALL} (JetPack 6 on a Jetson), or run with --backend onnxruntime"
+        )
+    return trt
+
+
+def current_target(device: int = 0) -> Target:
+    """This machine's TensorRT version and CUDA device `device`; BackendError when tensorrt
+    (version 10) or the GPU is missing."""
+    trt = import_tensorrt()
+    name, cc = gpu_identity(device)
     return Target(trt_version=str(trt.__version__), gpu_name=name, compute_capability=cc)
 
 

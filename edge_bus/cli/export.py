@@ -53,8 +53,9 @@ def export_checkpoint(
     recipe: Optional[Path] = typer.Option(None, help="export recipe (export/*.yaml); options given here override it"),
     pack: Optional[Path] = typer.Option(None, help="packed cache (.npz): parity on its val split, calibration on train [the pack the checkpoint records]"),
     data: Optional[Path] = typer.Option(None, help="BUSI folder to draw parity/calibration images from (no pack)"),
-    parity_images: Optional[int] = typer.Option(None, help="validation images in the parity gate (all of them up to this many) [128]"),
-    calibration_images: Optional[int] = typer.Option(None, help="INT8 calibration images [64]"),
+    split: Optional[Path] = typer.Option(None, help="with --data: the split manifest the checkpoint was trained on (parity on its val items, calibration on train) [splits/busi-seed0.json when its hash matches]"),
+    parity_images: Optional[int] = typer.Option(None, min=1, help="validation images in the parity gate (all of them up to this many) [128]"),
+    calibration_images: Optional[int] = typer.Option(None, min=1, help="INT8 calibration images [64]"),
     workspace_gb: Optional[float] = typer.Option(None, help="TensorRT workspace limit in GiB [2]"),
 ) -> None:
     from edge_bus.cli._common import torch_required
@@ -78,6 +79,7 @@ def export_checkpoint(
         size=pick(size, r and r.input_size, None),
         pack=pack,
         data=data,
+        split=split,
         parity_images=pick(parity_images, r and r.parity_images, 128),
         calibration_images=pick(calibration_images, r and r.calibration_images, 64),
         workspace_gb=pick(workspace_gb, r and r.workspace_gb, 2.0),
@@ -99,12 +101,13 @@ def build_engine_cmd(
     workspace_gb: float = typer.Option(2.0, help="TensorRT workspace limit in GiB"),
     pack: Optional[Path] = typer.Option(None, help="INT8 calibration from this pack's train split"),
     data: Optional[Path] = typer.Option(None, help="INT8 calibration from this BUSI folder"),
+    split: Optional[Path] = typer.Option(None, help="with --data: the split manifest the model was trained on (calibration on its train items)"),
     force: bool = typer.Option(False, help="rebuild even when a fresh engine exists"),
 ) -> None:
     from edge_bus.exporting.bundle_export import build_engines
 
     built, messages = build_engines(bundle, precisions=precision, workspace_gb=workspace_gb, pack=pack, data=data,
-                                    force=force, progress=True)
+                                    split=split, force=force, progress=True)
     for line in messages:
         console.print(line, highlight=False)
     from edge_bus.bundle import open_bundle

@@ -4,7 +4,7 @@ except the TensorRT and parity parts, which run on a cart).
 Library entry points (what the CLI and the benchmark call):
 
     export_bundle(source, out_dir, *, formats=("onnx", "torchscript"), precisions=("fp16",),
-                  batch_range=(1, 8), size=None, pack=None, data=None, parity_images=32,
+                  batch_range=(1, 8), size=None, pack=None, data=None, split=None, parity_images=128,
                   calibration_images=64, workspace_gb=2.0, opset=18, latency_only=False,
                   recipe=None, overwrite=True, progress=False) -> ExportResult
         source: a checkpoint path, or ModelSpec(name, kwargs={}, size=256) for a fresh model.
@@ -14,13 +14,15 @@ Library entry points (what the CLI and the benchmark call):
         -> ExportResult   (latency_only=True, status "unchecked", numeric ORT-vs-torch check only)
 
     build_engines(bundle_dir, *, precisions=("fp16",), workspace_gb=2.0, pack=None, data=None,
-                  force=False) -> (records, messages)     on the target device (TensorRT)
+                  split=None, force=False) -> (installed records, messages)   on the target (TensorRT);
+        each engine is gated before it is installed; needs parity_reference.npz and parity.json
 
 Small single-purpose functions (ultralytics-style):
     to_onnx.export_onnx(model, path, *, size, opset=18) / check_onnx(path)
     to_torchscript.export_torchscript(model, path, *, size)
     quantize.quantize_int8(onnx_path, out_path, calibration)        ONNX Runtime QDQ static INT8
     to_tensorrt.build_engine(onnx_path, bundle_root, *, model, target, precision, batch_range, ...)
+        -> engine_cache.StagedEngine (gate it, then .publish(root) or .discard())
     parity.compare(reference, logits, *, artifact, precision) -> dict
 """
 

@@ -15,11 +15,11 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from edge_bus.bundle import MANIFEST_NAME, PARITY_NAME, Manifest, TensorSpec, open_bundle, write_manifest
+from edge_bus.bundle import MANIFEST_NAME, PARITY_NAME, Bundle, Manifest, TensorSpec, open_bundle, write_manifest
 from edge_bus.engine_cache import ENGINES_DIR, PRECISIONS, bundle_records, check_precision, lookup, source_kind
 from edge_bus.errors import BackendError, BundleError, ConfigError
 from edge_bus.exporting import parity as P
-from edge_bus.exporting.calibration import ImageSet, image_set, training_pack
+from edge_bus.exporting.calibration import ImageSet, data_split, image_set, training_pack
 from edge_bus.exporting.source import ModelSpec, library_versions, resolve_source
 from edge_bus.fileio import sha256_file
 
@@ -135,6 +135,23 @@ def _manifest(src, *, artifacts, batch_range, export, status, latency_only, pari
     )
 
 
+def check_count(option: str, value: Any) -> int:
+    """A number of images: a whole number >= 1 (0 would gate nothing, a negative one slices oddly)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{option}: must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def int8_models(formats: list[str], precisions: list[str]) -> tuple[str, ...]:
+    """Which INT8 ONNX files to write: onnx_int8 (ONNX Runtime's, gated) when asked for, with its
+    TensorRT twin onnx_int8_tensorrt; the twin alone when only a TensorRT INT8 engine needs it."""
+    if "onnx_int8" in formats:
+        return ("onnx_int8", "onnx_int8_tensorrt")
+    if "tensorrt" in formats and "int8" in precisions:
+        return ("onnx_int8_tensorrt",)
+    return ()
+
+
 def export_bundle(
     source: Any,
     out_dir: str | Path,
@@ -145,6 +162,7 @@ def export_bundle(
     size: int | None = None,
     pack: str | Path | None = None,
     data: str | Path | None = None,
+    split: str | Path | None = None,
     parity_images: int = 128,
     calibration_images: int = 64,
     workspace_gb: float = 2.0,
@@ -158,10 +176,12 @@ def export_bundle(
     """Export a checkpoint/ensemble (path) or ModelSpec into a bundle folder; gate every artifact.
 
     Writes manifest.json, model.onnx (always: engines and INT8 derive from it), the requested
-    other formats, engines/ (TensorRT where importable), parity.json and parity_reference.npz.
-    The manifest status is "accepted"/"rejected" from the gate, "unchecked" when latency_only.
+    other formats, engines/ (TensorRT where importable; only engines that passed their gate),
+    parity.json and parity_reference.npz. The manifest status is "accepted"/"rejected" from the
+    gate, "unchecked" when latency_only.
 
-    Parity and INT8 calibration images: --pack / --data, else (trained models) the pack recorded in
+    Parity and INT8 calibration images: --pack / --data (divided by the model's split manifest,
+    see calibration.data_split; `split` is --split), else (trained models) the pack recorded in
     the checkpoint when it still holds the training split, else ConfigError. Phantoms only for
     untrained or latency-only exports.
 
@@ -169,10 +189,10 @@ def export_bundle(
     step succeeded: a failed export leaves an existing bundle untouched and never blocks a retry.
     """
     formats = parse_formats(formats)
-    formats.sort(key=FORMATS.index)  # onnx_int8 before tensorrt (the INT8 engine is built from it)
+    formats.sort(key=FORMATS.index)
     precisions = parse_precisions(precisions)
-    if "tensorrt" in formats and "int8" in precisions and "onnx_int8" not in formats:
-        formats.insert(formats.index("tensorrt"), "onnx_int8")  # explicit quantization needs the QDQ model
+    check_count("--parity-images", parity_images)
+    check_count("--calibration-images", calibration_images)
     lo, hi = parse_batch(batch_range)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
@@ -182,6 +202,8 @@ def export_bundle(
             raise BundleError(f"{root}: folder is not empty; choose another --out or allow overwriting")
         if not (root / MANIFEST_NAME).is_file():
             raise BundleError(f"{root}: not empty and not a bundle; refusing to write into it, choose another --out")
+    if split and not data:
+        raise ConfigError("--split: divides a --data folder into val and train images; pass --data too (a pack carries its own split)")
     src = resolve_source(source, size=size)
     if expect_model and src.name != expect_model:
         raise ConfigError(
@@ -190,6 +212,7 @@ def export_bundle(
         )
     messages: list[str] = []
     phantoms = latency_only or not src.trained
+    split_manifest = data_split(split, src.split_hash, str(source)) if data else None
     if src.trained and not pack and not data:
         pack = training_pack(src.recorded_pack, src.split_hash, str(source))
         if pack:
@@ -206,16 +229,22 @@ def export_bundle(
         if load_pack(pack).split_hash != src.split_hash:
             messages.append(f"warning: {pack} holds another split than the one {source} was trained on; "
                             "its val images may include training images")
+    if data and split_manifest is None:
+        messages.append(f"warning: {source} records no split; parity and calibration use disjoint seeded halves of {data}")
+    int8 = int8_models(formats, precisions)
+    if int8 == ("onnx_int8_tensorrt",):
+        messages.append("INT8 TensorRT engine asked for: wrote its input model.int8.tensorrt.onnx only; the ONNX Runtime "
+                        "INT8 model is not part of this bundle (add onnx_int8 to --formats to export and gate one)")
 
     work = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     (work / ENGINES_DIR).mkdir(parents=True)
     try:
         manifest, report = _export_into(
-            work, root, src, formats=formats, precisions=precisions, batch=(lo, hi), pack=pack, data=data,
-            phantoms=phantoms, parity_images=parity_images, calibration_images=calibration_images,
-            workspace_gb=workspace_gb, opset=opset, latency_only=latency_only, recipe=recipe,
-            messages=messages, progress=progress,
+            work, root, src, formats=formats, int8=int8, precisions=precisions, batch=(lo, hi), pack=pack,
+            data=data, split_manifest=split_manifest, phantoms=phantoms, parity_images=parity_images,
+            calibration_images=calibration_images, workspace_gb=workspace_gb, opset=opset,
+            latency_only=latency_only, recipe=recipe, messages=messages, progress=progress,
         )
         _swap_in(work, root)
     except BaseException:
@@ -242,20 +271,22 @@ def _swap_in(work: Path, root: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _export_into(work: Path, root: Path, src, *, formats, precisions, batch, pack, data, phantoms, parity_images,
-                 calibration_images, workspace_gb, opset, latency_only, recipe, messages, progress):
+def _export_into(work: Path, root: Path, src, *, formats, int8, precisions, batch, pack, data, split_manifest,
+                 phantoms, parity_images, calibration_images, workspace_gb, opset, latency_only, recipe, messages,
+                 progress):
     """Every export step, writing into `work`; messages name the final folder `root`."""
     from edge_bus.exporting.to_onnx import export_onnx, ort_session, run_onnx  # noqa: PLC0415
     from edge_bus.exporting.to_torchscript import run_torch  # noqa: PLC0415
 
     lo, hi = batch
     S = src.spec.size
-    bar = _Progress(progress, 3 + len(formats))
+    pick = {"pack": pack, "data": data, "split_manifest": split_manifest, "size": S, "phantoms": phantoms}
+    bar = _Progress(progress, 3 + bool(int8) + ("torchscript" in formats) + ("tensorrt" in formats))
     with bar.run():
         # Reference outputs of the FP32 PyTorch model on the parity images.
         bar.step("parity images + FP32 reference")
         n_parity = min(parity_images, 4) if latency_only else parity_images
-        images: ImageSet = image_set(pack=pack, data=data, split="val", n=n_parity, size=S, seed=0, phantoms=phantoms)
+        images: ImageSet = image_set(split="val", n=n_parity, seed=0, **pick)
         inputs = images.inputs(src.spec)
         ref_logits = run_torch(src.model, inputs)
         ref = P.make_reference(src.task, ref_logits, images.images, images.masks, images.labels, src.threshold, images.source)
@@ -269,58 +300,50 @@ def _export_into(work: Path, root: Path, src, *, formats, precisions, batch, pac
         bar.done()
 
         calib: ImageSet | None = None
-        if "onnx_int8" in formats:
-            calib = image_set(pack=pack, data=data, split="train", n=calibration_images, size=S, seed=1,
-                              phantoms=phantoms, purpose="INT8 calibration")
+        if int8:
+            bar.step("INT8 quantization")
+            from edge_bus.exporting.quantize import quantize_int8  # noqa: PLC0415
+
+            calib = image_set(split="train", n=calibration_images, seed=1, purpose="INT8 calibration", **pick)
             np.savez_compressed(work / CALIBRATION_NAME, images=calib.images, source=np.array(calib.source))
+            calib_inputs = calib.inputs(src.spec)
+            for kind in int8:
+                quantize_int8(onnx_path, work / FILES[kind], calib_inputs, for_tensorrt=kind == "onnx_int8_tensorrt")
+                artifacts[kind] = FILES[kind]
+                outputs[(kind, "int8")] = run_onnx(ort_session(work / FILES[kind]), inputs)
+            bar.done()
+
+        if "torchscript" in formats:
+            bar.step("TorchScript export")
+            from edge_bus.exporting.to_torchscript import export_torchscript, load_torchscript  # noqa: PLC0415
+
+            export_torchscript(src.model, work / FILES["torchscript"], size=S)
+            artifacts["torchscript"] = FILES["torchscript"]
+            outputs[("torchscript", "fp32")] = run_torch(load_torchscript(work / FILES["torchscript"]), inputs)
+            bar.done()
 
         trt_info: dict[str, Any] = {"precisions": precisions, "built": []}
-        for fmt in formats:
-            if fmt == "onnx":
-                bar.done()
-                continue
-            bar.step(f"{fmt} export")
-            if fmt == "torchscript":
-                from edge_bus.exporting.to_torchscript import export_torchscript, load_torchscript  # noqa: PLC0415
-
-                export_torchscript(src.model, work / FILES["torchscript"], size=S)
-                artifacts["torchscript"] = FILES["torchscript"]
-                outputs[("torchscript", "fp32")] = run_torch(load_torchscript(work / FILES["torchscript"]), inputs)
-            elif fmt == "onnx_int8":
-                from edge_bus.exporting.quantize import quantize_int8  # noqa: PLC0415
-
-                calib_inputs = calib.inputs(src.spec)
-                for kind, for_tensorrt in (("onnx_int8", False), ("onnx_int8_tensorrt", True)):
-                    quantize_int8(onnx_path, work / FILES[kind], calib_inputs, for_tensorrt=for_tensorrt)
-                    artifacts[kind] = FILES[kind]
-                    outputs[(kind, "int8")] = run_onnx(ort_session(work / FILES[kind]), inputs)
-            elif fmt == "tensorrt":
-                target, reason = _tensorrt_target_or_reason()
-                if target is None:
-                    trt_info["skipped"] = reason
-                    messages.append(
-                        f"TensorRT engines not built here ({reason.split(' (')[0]}). The rest of the bundle is written; "
-                        f"build them on the target with: edge-bus export build-engine {root} --precision {','.join(precisions)}"
-                    )
-                else:
-                    records = _build_and_run(work, src, artifacts, target, precisions, (lo, hi), workspace_gb,
-                                             inputs, outputs)
-                    trt_info["built"] = [r.to_dict() for r in records]
+        engine_gates: list[dict[str, Any]] = []
+        if "tensorrt" in formats:
+            bar.step("TensorRT engines")
+            target, reason = _tensorrt_target_or_reason()
+            if target is None:
+                trt_info["skipped"] = reason
+                messages.append(
+                    f"TensorRT engines not built here ({reason.split(' (')[0]}). The rest of the bundle is written; "
+                    f"build them on the target with: edge-bus export build-engine {root} --precision {','.join(precisions)}"
+                )
+            else:
+                engine_bundle = Bundle(work, _manifest(src, artifacts=dict(artifacts), batch_range=(lo, hi), export={},
+                                                       status="unchecked", latency_only=latency_only, parity_summary={}))
+                published, engine_gates = _export_engines(engine_bundle, target, precisions, workspace_gb, inputs, ref,
+                                                          ref_logits, messages)
+                trt_info["built"] = [r.to_dict() for r in published]
             bar.done()
 
         bar.step("parity gate")
-        # The TensorRT QDQ model is not run by ONNX Runtime in use; what ONNX Runtime makes of it is
-        # recorded for information, and the engine built from it is gated on the target GPU.
-        informative = {"onnx_int8_tensorrt"} | ({"onnx_int8"} if latency_only else set())
-        records = []
-        for (kind, prec), out in outputs.items():
-            if kind in informative:
-                records.append({**P.compare(ref, out, artifact=kind, precision=prec), "informative_only": True})
-            elif latency_only:
-                records.append(P.numeric_check(ref_logits, out, artifact=kind))
-            else:
-                records.append(P.compare(ref, out, artifact=kind, precision=prec))
-        report = P.summarize(records, latency_only=latency_only, source=ref.source)
+        records = [_gate_record(ref, ref_logits, out, kind, prec, latency_only) for (kind, prec), out in outputs.items()]
+        report = P.summarize(records + engine_gates, latency_only=latency_only, source=ref.source)
         status = "unchecked" if latency_only else ("accepted" if report["passed"] else "rejected")
         P.write_parity(report, work / PARITY_NAME)
         P.save_reference(ref, work / P.REFERENCE_NAME)
@@ -328,6 +351,7 @@ def _export_into(work: Path, root: Path, src, *, formats, precisions, batch, pac
 
     export_settings = {
         "formats": formats,
+        "int8_models": list(int8),
         "precisions": precisions,
         "batch_range": [lo, hi],
         "input_size": S,
@@ -350,29 +374,74 @@ def _export_into(work: Path, root: Path, src, *, formats, precisions, batch, pac
     return manifest, report
 
 
-def _build_and_run(work, src, artifacts, target, precisions, batch_range, workspace_gb, inputs, outputs):
-    """Build each TensorRT precision and run it on the parity inputs (export on a GPU machine).
+def _gate_record(ref, ref_logits, logits, kind: str, precision: str, latency_only: bool) -> dict[str, Any]:
+    """One artifact's parity record at export. The TensorRT QDQ model is not what ONNX Runtime runs
+    in use: its record is informative (the engine built from it is gated on the GPU); so are reduced
+    precision records of latency-only bundles, whose gate is numeric."""
+    if latency_only:
+        record = P.numeric_check(ref_logits, logits, artifact=kind)
+        informative = kind == "onnx_int8_tensorrt" or precision != "fp32"
+    else:
+        record = P.compare(ref, logits, artifact=kind, precision=precision)
+        informative = kind == "onnx_int8_tensorrt"
+    record.setdefault("precision", precision)
+    return {**record, "informative_only": True} if informative else record
 
-    INT8 is built from the symmetric QDQ model.int8.tensorrt.onnx (explicit quantization)."""
-    from edge_bus.bundle import Bundle  # noqa: PLC0415
-    from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
+
+def _run_engine(bundle: Bundle, engine_path: Path, precision: str, inputs: np.ndarray) -> np.ndarray:
+    """Logits of one TensorRT engine file on `inputs` (float32 (N,1,S,S))."""
     from edge_bus.runtime.backends.base import BackendOptions  # noqa: PLC0415
     from edge_bus.runtime.backends.tensorrt import TensorRTBackend  # noqa: PLC0415
 
-    records = []
+    backend = TensorRTBackend(bundle, engine_path, precision, BackendOptions(precision=precision))
+    try:
+        return backend(inputs)["logits"]
+    finally:
+        backend.close()
+
+
+def _gate_staged(bundle: Bundle, staged, ref, ref_logits=None) -> dict[str, Any]:
+    """Parity record of a staged (unpublished) engine; the staging file is removed when it fails to run.
+
+    `ref_logits` (export of a latency-only bundle): the numeric check instead of task metrics."""
+    from edge_bus.data.preprocess import normalize  # noqa: PLC0415
+
+    rec = staged.record
+    try:
+        logits = _run_engine(bundle, staged.path, rec.precision, normalize(ref.images, bundle.manifest.preprocessing))
+    except BaseException:
+        staged.discard()
+        raise
+    if bundle.manifest.latency_only and ref_logits is not None:  # at export: the numeric check
+        record = P.numeric_check(ref_logits, logits, artifact="tensorrt")
+    else:
+        record = P.compare(ref, logits, artifact="tensorrt", precision=rec.precision)
+    if bundle.manifest.latency_only:
+        record["informative_only"] = True  # a latency-only bundle is unchecked whatever its engines do
+    return {**record, "engine": rec.path, "target": rec.target.describe()}
+
+
+def _export_engines(bundle: Bundle, target, precisions, workspace_gb, inputs, ref, ref_logits, messages):
+    """Build, gate and (when it passed) publish each TensorRT precision into the export folder.
+
+    INT8 is built from the symmetric QDQ model.int8.tensorrt.onnx (explicit quantization).
+    Returns (published engine records, parity records)."""
+    from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
+
+    m = bundle.manifest
+    published, gates = [], []
     for precision in precisions:
-        onnx_file = work / artifacts[source_kind(precision, artifacts)]
-        rec = build_engine(onnx_file, work, model=src.name, target=target, precision=precision,
-                           batch_range=batch_range, size=src.spec.size, workspace_gb=workspace_gb)
-        records.append(rec)
-        manifest = _manifest(src, artifacts=dict(artifacts), batch_range=batch_range, export={},
-                             status="unchecked", latency_only=False, parity_summary={})
-        backend = TensorRTBackend(Bundle(work, manifest), work / rec.path, precision, BackendOptions(precision=precision))
-        try:
-            outputs[("tensorrt", precision)] = backend(inputs)["logits"]
-        finally:
-            backend.close()
-    return records
+        onnx_file = bundle.root / m.artifacts[source_kind(precision, m.artifacts)]
+        staged = build_engine(onnx_file, bundle.root, model=m.model, target=target, precision=precision,
+                              batch_range=m.batch_range, size=m.preprocessing.size, workspace_gb=workspace_gb)
+        gate = _gate_staged(bundle, staged, ref, ref_logits)
+        gates.append(gate)
+        if gate["passed"] or m.latency_only:
+            published.append(staged.publish(bundle.root))
+        else:
+            staged.discard()
+            messages.append(f"the {precision} TensorRT engine failed its parity gate and was not installed (see {PARITY_NAME})")
+    return published, gates
 
 
 def fresh_bundle(model_name: str, out_dir: str | Path, size: int = 256, formats: Iterable[str] = ("onnx",),
@@ -394,20 +463,23 @@ def build_engines(
     workspace_gb: float = 2.0,
     pack: str | Path | None = None,
     data: str | Path | None = None,
+    split: str | Path | None = None,
     calibration_images: int = 64,
     force: bool = False,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """On the target: build (or rebuild stale) engines for this GPU and record them in the manifest.
+    """On the target: build (or rebuild stale) engines for this GPU, gate each, install those that pass.
 
-    Each new engine is gated against parity_reference.npz (no torch needed); a failure marks the
-    bundle rejected. Returns (engine records, messages).
+    Each engine is built into a staging file and gated against parity_reference.npz (no torch
+    needed; without that file nothing is built). One that passes is published (engine file, then
+    its record); one that fails is not installed. After each engine parity.json and the manifest
+    status are written: a failure leaves the bundle rejected (latency-only bundles stay unchecked).
+    Returns (records of the installed engines, messages).
     """
     from edge_bus.engine_cache import current_target  # noqa: PLC0415
-    from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
-
     from edge_bus.exporting.to_onnx import check_onnx  # noqa: PLC0415
 
+    check_count("--calibration-images", calibration_images)
     bundle = open_bundle(bundle_dir)
     precisions = parse_precisions(precisions)
     m = bundle.manifest
@@ -416,13 +488,11 @@ def build_engines(
         path = bundle.artifact_path(source_kind(precision, m.artifacts))
         check_onnx(path)
         sources[precision] = (path, sha256_file(path))
+    ref, parity = _gate_inputs(bundle)
     target = current_target()
     messages: list[str] = []
     built: list[dict[str, Any]] = []
     existing = bundle_records(bundle.root, m.engines)
-    ref_path = bundle.root / P.REFERENCE_NAME
-    ref = P.load_reference(ref_path) if ref_path.is_file() else None
-    parity = P.read_parity(bundle.root / PARITY_NAME)
     for precision in precisions:
         onnx_path, sha = sources[precision]
         found = lookup(bundle.root, model=m.model, onnx_sha256=sha, target=target, precision=precision, records=existing)
@@ -434,34 +504,88 @@ def build_engines(
             stale_file = bundle.root / found.record.path
             if found.record.onnx_sha256 != sha or (found.record.trt_version, found.record.gpu_name) == (target.trt_version, target.gpu_name):
                 stale_file.unlink(missing_ok=True)
-        calib = None
-        calib_info = None
-        if precision == "int8" and onnx_path.name != FILES["onnx_int8_tensorrt"]:  # no QDQ model: implicit calibration
-            calib_set = _calibration_for(bundle, pack, data, calibration_images)
-            calib, calib_info = calib_set.inputs(m.preprocessing), calib_set.describe()
-        rec = build_engine(onnx_path, bundle.root, model=m.model, target=target, precision=precision,
-                           batch_range=m.batch_range, size=m.preprocessing.size, workspace_gb=workspace_gb,
-                           calibration=calib, calibration_info=calib_info)
-        built.append(rec.to_dict())
-        messages.append(f"built {bundle.root / rec.path} in {rec.build_seconds} s for {target.describe()}")
-        if ref is not None:
-            parity = _gate_engine(bundle, rec, ref, parity)
-    if built:
-        keep = {r["path"]: r for r in m.engines}
-        for rec in built:
-            keep[rec["path"]] = rec
-        m.engines = [r for r in keep.values() if (bundle.root / r["path"]).is_file()]
-        m.artifacts["tensorrt"] = built[-1]["path"]
-        if ref is not None and not m.latency_only:
-            m.status = "accepted" if parity.get("passed") else "rejected"
-            P.write_parity(parity, bundle.root / PARITY_NAME)
-        write_manifest(m, bundle.root / MANIFEST_NAME)
+        staged = _build_for_bundle(bundle, onnx_path, precision, target, workspace_gb, pack, data, split, calibration_images)
+        gate = _gate_staged(bundle, staged, ref)
+        parity = _with_engine_gate(parity, gate)
+        if gate["passed"] or m.latency_only:
+            rec = staged.publish(bundle.root)
+            _list_engine(bundle, rec.to_dict())
+            built.append(rec.to_dict())
+            messages.append(f"built {bundle.root / rec.path} in {rec.build_seconds} s for {target.describe()}; parity gate passed")
+        else:
+            staged.discard()
+            _uninstall_engine(bundle, staged.record.path)
+            messages.append(f"the {precision} engine built for {target.describe()} failed its parity gate and was not "
+                            f"installed (see {bundle.root / PARITY_NAME})")
+        _write_gate_outcome(bundle, parity)
     return built, messages
 
 
-def _calibration_for(bundle, pack, data, n: int) -> ImageSet:
-    """INT8 calibration images for a bundle: the set stored at export, --pack/--data, the training
-    pack recorded in the manifest, phantoms for latency-only bundles; else ConfigError."""
+def _gate_inputs(bundle: Bundle) -> tuple[Any, dict[str, Any]]:
+    """The parity reference and the recorded outcome an engine is gated with; BundleError without them."""
+    ref_path = bundle.root / P.REFERENCE_NAME
+    if not ref_path.is_file():
+        raise BundleError(
+            f"{ref_path}: missing, and build-engine builds no engine it cannot gate; re-export the bundle with "
+            "`edge-bus export CHECKPOINT` (it writes the parity reference)"
+        )
+    return P.load_reference(ref_path), P.read_parity(bundle.root / PARITY_NAME)
+
+
+def _build_for_bundle(bundle, onnx_path, precision, target, workspace_gb, pack, data, split, calibration_images):
+    """Build one staged engine; INT8 without a QDQ model calibrates on the bundle's training images."""
+    from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
+
+    m = bundle.manifest
+    calib = calib_info = None
+    if precision == "int8" and onnx_path.name != FILES["onnx_int8_tensorrt"]:  # no QDQ model: implicit calibration
+        calib_set = _calibration_for(bundle, pack, data, split, calibration_images)
+        calib, calib_info = calib_set.inputs(m.preprocessing), calib_set.describe()
+    return build_engine(onnx_path, bundle.root, model=m.model, target=target, precision=precision,
+                        batch_range=m.batch_range, size=m.preprocessing.size, workspace_gb=workspace_gb,
+                        calibration=calib, calibration_info=calib_info)
+
+
+def _with_engine_gate(parity: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
+    """parity.json's records with this engine's record replacing any earlier one of the same file."""
+    records = [r for r in parity.get("artifacts", [])
+               if not (r.get("artifact") == "tensorrt" and r.get("engine") == gate["engine"])]
+    return {**parity, "artifacts": [*records, gate], "passed": P.gate_passed([*records, gate])}
+
+
+def _list_engine(bundle: Bundle, record: dict[str, Any]) -> None:
+    m = bundle.manifest
+    m.engines = [e for e in m.engines if e["path"] != record["path"] and (bundle.root / e["path"]).is_file()] + [record]
+    m.artifacts["tensorrt"] = record["path"]
+
+
+def _uninstall_engine(bundle: Bundle, rel: str) -> None:
+    """Remove an older engine at `rel` (a forced rebuild of it failed): its precision has no gated engine now."""
+    from edge_bus.engine_cache import sidecar_path  # noqa: PLC0415
+
+    (bundle.root / rel).unlink(missing_ok=True)
+    sidecar_path(bundle.root / rel).unlink(missing_ok=True)
+    m = bundle.manifest
+    m.engines = [e for e in m.engines if e["path"] != rel]
+    if m.artifacts.get("tensorrt") == rel:
+        m.artifacts.pop("tensorrt")
+        if m.engines:
+            m.artifacts["tensorrt"] = m.engines[-1]["path"]
+
+
+def _write_gate_outcome(bundle: Bundle, parity: dict[str, Any]) -> None:
+    """parity.json, then the manifest with the status that follows from it."""
+    m = bundle.manifest
+    P.write_parity(parity, bundle.root / PARITY_NAME)
+    if not m.latency_only:
+        m.status = "accepted" if parity["passed"] else "rejected"
+    write_manifest(m, bundle.root / MANIFEST_NAME)
+
+
+def _calibration_for(bundle, pack, data, split, n: int) -> ImageSet:
+    """INT8 calibration images for a bundle: the set stored at export, --pack/--data (with the
+    bundle's split, see calibration.data_split), the training pack recorded in the manifest,
+    phantoms for latency-only bundles; else ConfigError."""
     root, m = bundle.root, bundle.manifest
     stored = root / CALIBRATION_NAME
     if not pack and not data and stored.is_file():
@@ -469,30 +593,13 @@ def _calibration_for(bundle, pack, data, n: int) -> ImageSet:
             images = z["images"]
             source = str(z["source"])
         return ImageSet(images, np.zeros_like(images), np.full(len(images), -1, np.int64), f"bundle:{source}")
+    split_hash = m.provenance.get("split_hash") or ""
     if not pack and not data and not m.latency_only:
         recorded = (m.provenance.get("train") or {}).get("pack")
-        pack = training_pack(recorded, m.provenance.get("split_hash") or "", str(root / MANIFEST_NAME))
+        pack = training_pack(recorded, split_hash, str(root / MANIFEST_NAME))
+    split_manifest = data_split(split, split_hash, str(root / MANIFEST_NAME)) if data else None
     return image_set(pack=pack, data=data, split="train", n=n, size=m.preprocessing.size, seed=1,
-                     phantoms=m.latency_only, purpose=f"INT8 calibration of {root}")
-
-
-def _gate_engine(bundle, rec, ref, parity: dict[str, Any]) -> dict[str, Any]:
-    from edge_bus.runtime.backends.base import BackendOptions  # noqa: PLC0415
-    from edge_bus.runtime.backends.tensorrt import TensorRTBackend  # noqa: PLC0415
-    from edge_bus.data.preprocess import normalize  # noqa: PLC0415
-
-    backend = TensorRTBackend(bundle, bundle.root / rec.path, rec.precision, BackendOptions(precision=rec.precision))
-    try:
-        logits = backend(normalize(ref.images, bundle.manifest.preprocessing))["logits"]
-    finally:
-        backend.close()
-    record = {**P.compare(ref, logits, artifact="tensorrt", precision=rec.precision), "engine": rec.path,
-              "target": rec.target.describe()}
-    records = [r for r in parity.get("artifacts", []) if not (r.get("artifact") == "tensorrt" and r.get("engine") == rec.path)]
-    records.append(record)
-    out = {**parity, "artifacts": records}
-    out["passed"] = all(r.get("passed", False) for r in records if not r.get("informative_only"))
-    return out
+                     phantoms=m.latency_only, purpose=f"INT8 calibration of {root}", split_manifest=split_manifest)
 
 
 def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
@@ -522,8 +629,9 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
             logits = run_onnx(ort_session(path), inputs)
         record = P.compare(ref, logits, artifact=kind, precision=precision)
         records.append({**record, "informative_only": True} if kind == "onnx_int8_tensorrt" else record)
-    old = P.read_parity(bundle.root / PARITY_NAME)
-    records += [r for r in old.get("artifacts", []) if r.get("artifact") == "tensorrt"]
+    old_path = bundle.root / PARITY_NAME
+    old = P.read_parity(old_path) if old_path.is_file() else {"artifacts": []}
+    records += [r for r in old["artifacts"] if r.get("artifact") == "tensorrt"]
     report = P.summarize(records, latency_only=False, source=ref.source)
     P.write_parity(report, bundle.root / PARITY_NAME)
     if not m.latency_only:

@@ -2,6 +2,10 @@
 
 A trained model is gated and calibrated on real images only: --pack, --data, or the pack recorded
 in its checkpoint (see `training_pack`). Phantoms serve latency-only bundles of untrained models.
+With --data the split manifest the model was trained on says which images are which: parity on its
+val items, calibration on its train items (`data_split`: --split, or the committed
+splits/busi-seed0.json when its hash is the checkpoint's). Only a model that records no split gets
+seeded disjoint halves of the folder.
 Every set is uint8 (N, S, S) images (= resize_gray(to_gray(img))), uint8 {0,1} masks and labels
 (-1 when unknown), so that `normalize` (THE preprocessing) turns them into model inputs.
 """
@@ -16,6 +20,10 @@ import numpy as np
 from edge_bus.data.busi import CLASSES
 from edge_bus.data.preprocess import PreprocessSpec, normalize
 from edge_bus.errors import ConfigError, DataError
+from edge_bus.fileio import sha256_file
+
+# The shared split (docs/CONTRACTS.md), present in a source checkout.
+COMMITTED_SPLIT = Path(__file__).resolve().parents[2] / "splits" / "busi-seed0.json"
 
 
 @dataclass
@@ -79,6 +87,62 @@ def from_busi(root: str | Path, split: str, n: int, size: int, seed: int = 0) ->
     return ImageSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), f"busi:{root}[{split}-half]")
 
 
+def data_split(split: str | Path | None, split_hash: str, where: str):
+    """The split manifest that divides a --data folder for a model trained on split `split_hash`.
+
+    `split` (--split) must have that hash; without it the committed split is used when its hash
+    matches; ConfigError otherwise. None when the model records no split (seeded halves then)."""
+    from edge_bus.data.split import load_split  # noqa: PLC0415
+
+    if split:
+        manifest = load_split(split)
+        if split_hash and manifest.hash != split_hash:
+            raise ConfigError(
+                f"--split {split}: this is split {manifest.hash[:12]}, but {where} was trained on split "
+                f"{split_hash[:12]}; pass the split manifest it was trained with"
+            )
+        return manifest
+    if not split_hash:
+        return None
+    committed = load_split(COMMITTED_SPLIT) if COMMITTED_SPLIT.is_file() else None
+    if committed is not None and committed.hash == split_hash:
+        return committed
+    raise ConfigError(
+        f"{where}: was trained on split {split_hash[:12]}; with --data also pass that split's manifest "
+        "(--split MANIFEST.json), so that parity runs on its val images and calibration on its train images"
+    )
+
+
+def _check_item_files(root: Path, item) -> None:
+    for rel, digest in item.sha256.items():
+        path = root / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            what = "missing" if not path.is_file() else "changed since the split was made"
+            raise DataError(f"{path}: {what} (split manifest item {item.id!r}); pass the BUSI folder the split was made from to --data")
+
+
+def _load_item(root: Path, item, size: int) -> tuple[np.ndarray, np.ndarray]:
+    from edge_bus.data.busi import Sample, load_sample  # noqa: PLC0415
+
+    _check_item_files(root, item)
+    sample = Sample(item.id, item.label, root / item.image, [root / m for m in item.masks], width=0, height=0)
+    return load_sample(sample, size)  # (width and height are not used for loading)
+
+
+def from_split(root: str | Path, manifest, split: str, n: int, size: int, seed: int = 0) -> ImageSet:
+    """`n` seeded items of `split` ('val' for parity, 'train' for calibration) of a split manifest,
+    read from the BUSI folder `root` (each file checked against the manifest's SHA-256)."""
+    root = Path(root)
+    items = manifest.items(split)
+    if not items:
+        raise DataError(f"split {manifest.hash[:12]} has no '{split}' items; pass the split the model was trained on")
+    chosen = [items[i] for i in _pick(len(items), n, seed)]
+    loaded = [_load_item(root, item, size) for item in chosen]
+    labels = np.asarray([CLASSES.index(i.label) if i.label in CLASSES else -1 for i in chosen], np.int64)
+    return ImageSet(np.stack([im for im, _ in loaded]), np.stack([m for _, m in loaded]), labels,
+                    f"busi:{root}[{split} of split {manifest.hash[:12]}]")
+
+
 def from_phantoms(n: int, size: int, seed: int = 0) -> ImageSet:
     from edge_bus.data.synthetic import phantom_frame  # noqa: PLC0415
 
@@ -117,12 +181,15 @@ def training_pack(recorded: str | None, split_hash: str, where: str) -> str | No
 
 def image_set(
     *, pack: str | Path | None, data: str | Path | None, split: str, n: int, size: int, seed: int = 0,
-    phantoms: bool = False, purpose: str = "the parity gate",
+    phantoms: bool = False, purpose: str = "the parity gate", split_manifest=None,
 ) -> ImageSet:
-    """Parity uses split='val', INT8 calibration split='train'. Phantoms only when `phantoms`
-    (untrained, latency-only exports); otherwise ConfigError asking for --pack or --data."""
+    """Parity uses split='val', INT8 calibration split='train'. `split_manifest` (see data_split)
+    divides a --data folder. Phantoms only when `phantoms` (untrained, latency-only exports);
+    otherwise ConfigError asking for --pack or --data."""
     if pack:
         return from_pack(pack, split, n, size, seed)
+    if data and split_manifest is not None:
+        return from_split(data, split_manifest, split, n, size, seed)
     if data:
         return from_busi(data, split, n, size, seed)
     if not phantoms:

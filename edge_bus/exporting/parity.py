@@ -140,7 +140,7 @@ def numeric_check(reference_logits: np.ndarray, logits: np.ndarray, *, artifact:
 
 
 def summarize(records: list[dict[str, Any]], *, latency_only: bool, source: str) -> dict[str, Any]:
-    passed = all(r.get("passed", False) for r in records if not r.get("informative_only"))
+    passed = gate_passed(records)
     return {
         "gate": "numeric (latency-only bundle)" if latency_only else "task metrics vs FP32 PyTorch",
         "images_source": source,
@@ -154,7 +154,23 @@ def write_parity(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def read_parity(path: str | Path) -> dict[str, Any]:
+    """The recorded gate outcome; BundleError naming the file when it is missing or malformed
+    (a bundle without its parity.json has no known outcome, so it never counts as passed)."""
     p = Path(path)
-    if not p.is_file():
-        return {"passed": True, "artifacts": []}
-    return json.loads(p.read_text(encoding="utf-8"))
+    fix = "re-export the bundle with `edge-bus export CHECKPOINT`"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{p}: parity outcome missing, so the bundle's gate is unknown; {fix}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{p}: parity outcome is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("passed"), bool) or not isinstance(data.get("artifacts"), list):
+        raise BundleError(f"{p}: parity outcome needs 'passed' (true/false) and 'artifacts' (a list); {fix}")
+    if not all(isinstance(r, dict) for r in data["artifacts"]):
+        raise BundleError(f"{p}: parity field 'artifacts' must list objects; {fix}")
+    return data
+
+
+def gate_passed(records: list[dict[str, Any]]) -> bool:
+    """True when every record that is gated (not informative only) passed."""
+    return all(r.get("passed", False) for r in records if not r.get("informative_only"))

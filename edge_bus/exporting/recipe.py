@@ -62,7 +62,10 @@ def load_recipe(path: str | Path) -> Recipe:
         value = data.get(key) or {}
         if not isinstance(value, dict):
             raise ConfigError(f"{p}: recipe key '{key}' must be a mapping such as {{images: 64}}")
-        return value.get(name)
+        count = value.get(name)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ConfigError(f"{p}: recipe key '{key}.{name}' must be a whole number >= 1, got {count!r}")
+        return count
 
     batch = data.get("batch")
     if batch is not None:

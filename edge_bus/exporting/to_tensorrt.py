@@ -1,8 +1,9 @@
 """TensorRT engine builder (TensorRT 10 Python API), run on the device that will use the engine.
 
 ONNX file -> OnnxParser -> BuilderConfig (workspace limit, precision flags, a timing cache per
-TensorRT version + GPU, one optimization profile over the batch range) -> serialized engine + its
-engine_cache record.
+TensorRT version + GPU, one optimization profile over the batch range) -> serialized engine in a
+staging file (engine_cache.StagedEngine). The caller gates it and only then publishes it (final
+name + record), so an engine that failed or skipped its gate is never found by the runtime.
 
 INT8: explicit quantization. The caller passes the bundle's QDQ model for TensorRT
 (model.int8.tensorrt.onnx, symmetric INT8 as TensorRT requires); the network then carries Q/DQ
@@ -10,7 +11,7 @@ layers and the builder only needs BuilderFlag.INT8. The engine is gated like eve
 Implicit calibration (IInt8EntropyCalibrator2, deprecated since TensorRT 10.1) is kept as a
 fallback for a bundle without that file; its cache file is
 named by the SHA-256 of the calibration images so that other images never reuse it.
-tensorrt and cuda-python are imported inside the functions.
+tensorrt (version 10 only, engine_cache.import_tensorrt) and cuda-python are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from edge_bus.engine_cache import (
-    EngineRecord,
+    StagedEngine,
     Target,
     check_precision,
     cudart_module,
+    import_tensorrt,
     make_record,
+    staging_path,
     timing_cache_path,
-    write_record,
 )
 from edge_bus.errors import BackendError, BundleError
 from edge_bus.fileio import sha256_file
@@ -124,14 +126,14 @@ def build_engine(
     calibration: np.ndarray | None = None,
     calibration_info: dict[str, Any] | None = None,
     verbose: bool = False,
-) -> EngineRecord:
-    """Build one engine from `onnx_path` into bundle_root/engines/ and write its record.
+) -> StagedEngine:
+    """Build one engine from `onnx_path` into a staging file in bundle_root/engines/ (no record yet:
+    gate it, then `.publish(bundle_root)` or `.discard()`).
 
     For int8 pass the QDQ model (explicit quantization); with a plain FP32 model, `calibration`
     (float32 (N,1,S,S)) feeds the deprecated implicit calibrator instead.
     """
-    import tensorrt as trt  # noqa: PLC0415
-
+    trt = import_tensorrt()
     precision = check_precision(precision)
     onnx_path, root = Path(onnx_path), Path(bundle_root)
     lo, hi = batch_range
@@ -142,6 +144,7 @@ def build_engine(
     )
     engine_path = root / record.path
     engine_path.parent.mkdir(parents=True, exist_ok=True)
+    staged = staging_path(root, record)
 
     logger = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -197,7 +200,6 @@ def build_engine(
         )
     record.build_seconds = round(time.perf_counter() - start, 1)
     record.built_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _write_bytes_atomic(engine_path, bytes(serialized))
+    _write_bytes_atomic(staged, bytes(serialized))
     _write_bytes_atomic(cache_file, bytes(timing_cache.serialize()))
-    write_record(record, root)
-    return record
+    return StagedEngine(record, staged)

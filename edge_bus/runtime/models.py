@@ -27,13 +27,15 @@ class LoadedModel:
         self.backend.close()
 
 
-def load_model(role: str, path: str | Path, backend: str = "auto", options: BackendOptions | None = None) -> LoadedModel:
-    """Open bundle `path` for `role`; BundleError when it is rejected or of the other task."""
+def load_model(role: str, path: str | Path, backend: str = "auto", options: BackendOptions | None = None, *,
+               allow_unchecked: bool = False) -> LoadedModel:
+    """Open bundle `path` for `role`; BundleError when it is of the other task, rejected (unless
+    options.allow_rejected) or unchecked, i.e. latency-only / untrained (unless allow_unchecked)."""
     options = options or BackendOptions()
     bundle = open_bundle(path)
     task = ROLES[role]
     if bundle.manifest.task != task:
         other = "segmenter" if role == "classifier" else "classifier"
         raise BundleError(f"{bundle.root}: is a {bundle.manifest.task} bundle, not {task}; pass it as --{other}")
-    bundle.require_accepted(allow_rejected=options.allow_rejected)
+    bundle.require_accepted(allow_rejected=options.allow_rejected, allow_unchecked=allow_unchecked)
     return LoadedModel(role=role, manifest=bundle.manifest, backend=open_backend(backend, bundle, options), root=bundle.root)

@@ -136,6 +136,21 @@ def test_fresh_bundle_is_unchecked_latency_only(tmp_path):
         (lambda d: d.pop("task"), "missing the field 'task'"),
         (lambda d: d.update(threshold="high"), "'threshold' must be"),
         (lambda d: d.update(artifacts={"onnx": "model.onnx", "tflite": "x"}), "unknown artifact kinds"),
+        (lambda d: d.update(artifacts={"onnx": 5}), "'artifacts.onnx' must be a file name"),
+        (lambda d: d.update(artifacts={"onnx": "../elsewhere/model.onnx"}), "'artifacts.onnx' must be a path inside"),
+        (lambda d: d.update(metrics=["a"]), "'metrics' must be an object, got a list"),
+        (lambda d: d.update(metrics=None), "'metrics' must be an object, got null"),
+        (lambda d: d.update(engines=None), "'engines' must be a list, got null"),
+        (lambda d: d.update(engines=[5]), "'engines[0]' must be an engine record"),
+        (lambda d: d.update(provenance="x"), "'provenance' must be an object"),
+        (lambda d: d.update(latency_only="no"), "'latency_only' must be true or false, got a string"),
+        (lambda d: d.update(threshold=True), "'threshold' must be"),
+        (lambda d: d["preprocessing"].update(size="big"), "'preprocessing.size' must be an integer"),
+        (lambda d: d["input"].update(shape=["batch", 1, 32, 32]), "'input.shape' is ['batch', 1, 32, 32] but preprocessing.size is 64"),
+        (lambda d: d["input"].update(shape=["batch", 3, 64, 64]), "'input.shape' must be [batch, 1, size, size]"),
+        (lambda d: d["output"].update(shape=["batch", 2, 64, 64]), "'output.shape' has 2 channels but 'classes' names 1"),
+        (lambda d: d["output"].update(shape=["batch", 1]), "'output.shape' must be [batch, 1, size, size]"),
+        (lambda d: d["output"].update(shape=["batch", 1, 0, 64]), "'output.shape' must list positive integers"),
     ],
 )
 def test_manifest_missing_or_wrong_field_names_file_and_field(seg_bundle, tmp_path, edit, words):
@@ -145,7 +160,75 @@ def test_manifest_missing_or_wrong_field_names_file_and_field(seg_bundle, tmp_pa
     bad.write_text(json.dumps(data))
     with pytest.raises(BundleError) as info:
         read_manifest(bad)
-    assert str(bad) in str(info.value) and words in str(info.value)
+    assert str(bad) in str(info.value) and words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_classifier_classes_must_match_its_output(tmp_path):
+    result = export_bundle(source(TinyClassifier(), "classification"), tmp_path / "cls", formats="onnx", parity_images=3)
+    data = json.loads((result.root / "manifest.json").read_text())
+    data["classes"] = ["benign", "malignant"]
+    (result.root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="'output.shape' has 3 channels but 'classes' names 2"):
+        open_bundle(result.root)
+
+
+def test_unchecked_bundle_is_refused_unless_allowed(tmp_path):
+    fresh_bundle("unet", tmp_path / "fresh", size=64, model_kwargs={"width": 4, "depth": 2})
+    bundle = open_bundle(tmp_path / "fresh")
+    with pytest.raises(BundleError) as info:
+        bundle.require_accepted()
+    msg = str(info.value)
+    assert "unchecked" in msg and "edge-bus export CHECKPOINT" in msg and "--allow-unchecked" in msg
+    bundle.require_accepted(allow_unchecked=True)
+    with pytest.raises(BundleError, match="unchecked"):
+        bundle.require_accepted(allow_rejected=True)  # allowing rejected bundles does not allow unchecked ones
+
+
+def test_parity_outcome_that_is_not_json_names_the_file(tmp_path):
+    from edge_bus.exporting import parity as P
+
+    path = tmp_path / "parity.json"
+    for text, words in (("{oops", "not valid JSON"), ('{"passed": "yes", "artifacts": []}', "needs 'passed'"),
+                        ('{"passed": true, "artifacts": [1]}', "must list objects")):
+        path.write_text(text)
+        with pytest.raises(BundleError, match=words) as info:
+            P.read_parity(path)
+        assert str(path) in str(info.value)
+    with pytest.raises(BundleError, match="parity outcome missing"):
+        P.read_parity(tmp_path / "absent.json")
+
+
+def test_tensorrt_int8_alone_adds_only_its_qdq_input_which_does_not_gate(tmp_path, monkeypatch):
+    from edge_bus.exporting import quantize
+
+    real = quantize.quantize_int8
+
+    def ort_int8_broken(onnx_path, out_path, calibration, *, for_tensorrt=False, **kw):
+        """ONNX Runtime's encoding calibrated on a wrong range (it fails the gate); TensorRT's is fine."""
+        return real(onnx_path, out_path, calibration if for_tensorrt else calibration * 0.01, for_tensorrt=for_tensorrt, **kw)
+
+    monkeypatch.setattr(quantize, "quantize_int8", ort_int8_broken)
+    src = source(DarkSegmenter(), "segmentation")
+    implicit = export_bundle(src, tmp_path / "implicit", formats="onnx,tensorrt", precisions="fp16,int8",
+                             parity_images=12, calibration_images=12)
+    m = implicit.manifest
+    assert "onnx_int8" not in m.artifacts and m.artifacts["onnx_int8_tensorrt"] == "model.int8.tensorrt.onnx"
+    assert m.status == "accepted" and implicit.passed and not (tmp_path / "implicit" / "model.int8.onnx").exists()
+    assert all(r.get("informative_only") for r in implicit.parity["artifacts"] if r["artifact"].startswith("onnx_int8"))
+    assert any("ONNX Runtime INT8 model is not part of this bundle" in line for line in implicit.messages)
+    # Asked for explicitly, ONNX Runtime's INT8 model is gated and its failure rejects the bundle.
+    explicit = export_bundle(src, tmp_path / "explicit", formats="onnx,onnx_int8,tensorrt", precisions="int8",
+                             parity_images=12, calibration_images=12)
+    assert explicit.manifest.status == "rejected" and not explicit.passed
+
+
+def test_image_counts_must_be_positive(tmp_path):
+    from edge_bus.errors import ConfigError
+
+    for kwargs, option in (({"parity_images": 0}, "--parity-images"), ({"calibration_images": -3}, "--calibration-images")):
+        with pytest.raises(ConfigError, match=f"{option}: must be a whole number >= 1"):
+            export_bundle(source(DarkSegmenter(), "segmentation"), tmp_path / "x", formats="onnx", **kwargs)
+    assert not (tmp_path / "x").exists()
 
 
 def test_informative_records_do_not_decide_the_gate():

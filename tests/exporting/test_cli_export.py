@@ -131,7 +131,6 @@ def test_ensemble_is_exported_as_a_segmenter_and_classical_is_refused(checkpoint
 
 
 def test_build_engine_without_tensorrt_says_what_to_do(checkpoint, tmp_path):
-    pytest.importorskip("numpy")
     try:
         import tensorrt  # noqa: F401
         pytest.skip("tensorrt present")
@@ -142,6 +141,114 @@ def test_build_engine_without_tensorrt_says_what_to_do(checkpoint, tmp_path):
                                "--parity-images", "3"]).exit_code == 0
     result = runner.invoke(app, ["export", "build-engine", str(out), "--precision", "fp16"])
     assert result.exit_code == 2 and "TensorRT is not installed" in result.output
+
+
+@pytest.mark.parametrize("option,value", [("--parity-images", "0"), ("--parity-images", "-5"),
+                                          ("--calibration-images", "0")])
+def test_image_counts_below_one_are_refused(checkpoint, tmp_path, option, value):
+    result = runner.invoke(app, ["export", str(checkpoint), "--formats", "onnx", "--out", str(tmp_path / "b"),
+                                 option, value])
+    assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "b").exists()
+
+
+def test_failed_gate_at_export_exits_1_and_leaves_the_bundle_rejected(checkpoint, tmp_path, monkeypatch):
+    """A deliberately perturbed model.onnx (noise on its weights) must fail the gate against PyTorch."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_bus.bundle import open_bundle
+    from edge_bus.errors import BundleError
+    from edge_bus.exporting import to_onnx
+
+    real_export = to_onnx.export_onnx
+
+    def perturbed_export(model, path, **kwargs):
+        out = real_export(model, path, **kwargs)
+        proto = onnx.load(str(out))
+        rng = np.random.default_rng(0)
+        for init in proto.graph.initializer:
+            arr = numpy_helper.to_array(init)
+            if arr.dtype == np.float32 and arr.size > 1:
+                init.CopyFrom(numpy_helper.from_array(arr + rng.normal(0, 1.0, arr.shape).astype(np.float32), init.name))
+        onnx.save(proto, str(out))
+        return out
+
+    monkeypatch.setattr(to_onnx, "export_onnx", perturbed_export)
+    out = tmp_path / "b"
+    result = runner.invoke(app, ["export", str(checkpoint), "--formats", "onnx,torchscript", "--out", str(out),
+                                 "--parity-images", "6"])
+    assert result.exit_code == 1, result.output
+    assert "rejected" in result.output and "Traceback" not in result.output
+    bundle = open_bundle(out)
+    assert bundle.manifest.status == "rejected"
+    parity = json.loads((out / "parity.json").read_text())
+    gates = {r["artifact"]: r["passed"] for r in parity["artifacts"]}
+    assert gates == {"onnx": False, "torchscript": True} and not parity["passed"]
+    with pytest.raises(BundleError, match="failed its parity gate"):
+        bundle.require_accepted()
+
+
+@pytest.fixture(scope="module")
+def split_file(synthetic_busi, tmp_path_factory):
+    """The split the checkpoints below were trained on, as a manifest file."""
+    from edge_bus.data.busi import index_busi
+    from edge_bus.data.split import make_split, write_split
+
+    return write_split(make_split(index_busi(synthetic_busi), seed=0), tmp_path_factory.mktemp("split") / "split.json")
+
+
+def _image_bytes(root, ids, size):
+    from edge_bus.data.busi import index_busi, load_sample
+
+    samples = {s.id: s for s in index_busi(root).samples}
+    return {load_sample(samples[i], size)[0].tobytes() for i in ids}
+
+
+def test_data_folder_is_divided_by_the_split_the_checkpoint_was_trained_on(split_file, synthetic_busi, tmp_path,
+                                                                           monkeypatch):
+    import numpy as np
+
+    from edge_bus.data.busi import index_busi
+    from edge_bus.data.split import load_split, make_split, write_split
+    from edge_bus.exporting import calibration
+    from edge_bus.exporting import parity as P
+
+    split = load_split(split_file)
+    ckpt = _save_unet(tmp_path / "unet.pt", split_hash=split.hash)
+    base = ["export", str(ckpt), "--formats", "onnx,onnx_int8", "--data", str(synthetic_busi),
+            "--parity-images", "500", "--calibration-images", "500"]
+    monkeypatch.setattr(calibration, "COMMITTED_SPLIT", tmp_path / "no-committed-split.json")
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2 and "--split MANIFEST" in refused.output and split.hash[:12] in refused.output
+    other = write_split(make_split(index_busi(synthetic_busi), seed=1), tmp_path / "other.json")
+    wrong = runner.invoke(app, [*base, "--split", str(other), "--out", str(tmp_path / "b")])
+    assert wrong.exit_code == 2 and "other.json" in wrong.output and "was trained on split" in wrong.output
+
+    out = tmp_path / "c"
+    ok = runner.invoke(app, [*base, "--split", str(split_file), "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    ref = P.load_reference(out / "parity_reference.npz")
+    assert len(ref) == len(split.ids("val"))
+    assert {img.tobytes() for img in ref.images} == _image_bytes(synthetic_busi, split.ids("val"), 64)
+    with np.load(out / "calibration.npz") as z:
+        calib = {img.tobytes() for img in z["images"]}
+    assert calib == _image_bytes(synthetic_busi, split.ids("train"), 64)
+
+    # The committed split serves when its hash is the checkpoint's.
+    monkeypatch.setattr(calibration, "COMMITTED_SPLIT", split_file)
+    committed = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])
+    assert committed.exit_code == 0, committed.output
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert f"val of split {split.hash[:12]}" in manifest["export"]["parity_images"]
+
+
+def test_split_without_data_is_refused(checkpoint, split_file, tmp_path):
+    result = runner.invoke(app, ["export", str(checkpoint), "--formats", "onnx", "--split", str(split_file),
+                                 "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--split" in result.output and "--data" in result.output
 
 
 def test_build_engine_on_a_folder_that_is_no_bundle(tmp_path):
@@ -158,6 +265,24 @@ def test_shipped_recipes_load(name):
     assert r.model == name.removesuffix(".yaml") and r.input_size == 256 and r.batch[0] == 1
     parse_formats(r.formats)
     parse_precisions(r.precisions)
+
+
+def test_unet_vgg19_recipe_does_not_gate_the_onnx_runtime_int8_model_it_fails():
+    from edge_bus.exporting.bundle_export import int8_models, parse_formats, parse_precisions
+    from edge_bus.exporting.recipe import load_recipe
+
+    r = load_recipe(REPO / "export" / "unet_vgg19.yaml")
+    assert int8_models(parse_formats(r.formats), parse_precisions(r.precisions)) == ("onnx_int8_tensorrt",)
+
+
+def test_recipe_image_counts_must_be_positive(tmp_path):
+    from edge_bus.errors import ConfigError
+    from edge_bus.exporting.recipe import load_recipe
+
+    p = tmp_path / "r.yaml"
+    p.write_text("model: vgg19\nparity: {images: 0}\n")
+    with pytest.raises(ConfigError, match="'parity.images' must be a whole number >= 1"):
+        load_recipe(p)
 
 
 def test_recipe_unknown_key_is_named(tmp_path):

@@ -31,12 +31,13 @@ def test_engine_filename_follows_the_contract():
         ec.engine_filename("m", "fp8", key)
 
 
-def _built(tmp_path, target=ORIN, precision="fp16", sha=SHA):
+def _built(tmp_path, target=ORIN, precision="fp16", sha=SHA, blob=b"engine"):
+    """An engine published as build-engine does it: staged, then moved into place with its record."""
     rec = ec.make_record("unet", sha, target, precision, batch_range=[1, 8], input_size=64)
-    (tmp_path / rec.path).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / rec.path).write_bytes(b"engine")
-    ec.write_record(rec, tmp_path)
-    return rec
+    staged = ec.staging_path(tmp_path, rec)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(blob)
+    return ec.StagedEngine(rec, staged).publish(tmp_path)
 
 
 def test_lookup_fresh_missing_and_precision(tmp_path):
@@ -80,6 +81,35 @@ def test_edited_record_is_stale_and_missing_engine_file_is_stale(tmp_path):
     assert found.status == "stale" and "missing" in found.reasons[0]
 
 
+def test_engine_file_must_match_the_size_and_sha256_in_its_record(tmp_path):
+    rec = _built(tmp_path, blob=b"serialized engine " * 64)
+    assert rec.engine_bytes == 18 * 64 and rec.engine_sha256 == ec.file_sha256(tmp_path / rec.path)
+    engine = tmp_path / rec.path
+
+    def status():
+        return ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="fp16")
+
+    assert status().status == "fresh"
+    engine.write_bytes(b"serialized engine " * 10)  # truncated copy
+    found = status()
+    assert found.status == "stale" and "truncated" in found.reasons[0]
+    assert f"edge-bus export build-engine {tmp_path} --precision fp16" in found.message(tmp_path)
+    engine.write_bytes(b"SERIALIZED ENGINE " * 64)  # same size, other bytes
+    assert status().status == "stale" and "SHA-256" in status().reasons[0]
+    # The staging file of a build in progress is never taken for an engine.
+    staged = ec.staging_path(tmp_path, rec)
+    assert staged.parent == engine.parent and staged.name.startswith(".") and staged.suffix == ".staging"
+
+
+def test_record_of_an_older_edge_bus_without_checksum_still_loads(tmp_path):
+    rec = ec.make_record("unet", SHA, ORIN, "fp16")
+    (tmp_path / "engines").mkdir()
+    (tmp_path / rec.path).write_bytes(b"engine")
+    ec.write_record(rec, tmp_path)
+    assert ec.read_record(ec.sidecar_path(tmp_path / rec.path)).engine_sha256 is None
+    assert ec.lookup(tmp_path, model="unet", onnx_sha256=SHA, target=ORIN, precision="fp16").status == "fresh"
+
+
 def test_bad_engine_record_names_the_file(tmp_path):
     (tmp_path / "engines").mkdir()
     bad = tmp_path / "engines" / "unet-fp16-0000.json"
@@ -103,7 +133,7 @@ def test_tensorrt_backend_refuses_stale_engine(tmp_path, monkeypatch):
     manifest = Manifest(task="segmentation", model="unet", classes=["lesion"], input=TensorSpec("input", ["batch", 1, 64, 64]),
                         output=TensorSpec("logits", ["batch", 1, 64, 64]), preprocessing=PreprocessSpec(size=64),
                         artifacts={"onnx": "model.onnx"}, status="accepted")
-    monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
+    monkeypatch.setattr(trt_backend, "current_target", lambda device=0: ORIN)
     with pytest.raises(BackendError) as info:
         trt_backend.open_tensorrt(Bundle(tmp_path, manifest), BackendOptions(precision="fp16"))
     msg = str(info.value)
@@ -141,7 +171,7 @@ def test_auto_precision_takes_the_best_fresh_engine(tmp_path, monkeypatch):
 
     bundle = _trt_bundle(tmp_path)
     fp32_sha, int8_sha = sha256_file(tmp_path / "model.onnx"), sha256_file(tmp_path / "model.int8.tensorrt.onnx")
-    monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
+    monkeypatch.setattr(trt_backend, "current_target", lambda device=0: ORIN)
     from_ort_qdq = _built(tmp_path, precision="int8", sha=sha256_file(tmp_path / "model.int8.onnx"))
     with pytest.raises(BackendError):  # an engine of the ONNX Runtime encoding is not the bundle's INT8 engine
         trt_backend.find_engine(bundle, "int8")
@@ -166,7 +196,7 @@ def test_missing_engine_or_artifact_is_a_backend_error_so_auto_falls_through(tmp
     from edge_bus.runtime.backends import tensorrt as trt_backend
 
     bundle = _trt_bundle(tmp_path, artifacts={"onnx": "model.onnx"})
-    monkeypatch.setattr(trt_backend, "current_target", lambda: ORIN)
+    monkeypatch.setattr(trt_backend, "current_target", lambda device=0: ORIN)
     with pytest.raises(BackendError, match="no fp16 TensorRT engine.*build-engine"):
         trt_backend.open_tensorrt(bundle, BackendOptions())  # precision "auto", nothing built
     with pytest.raises(BackendError, match="no int8 TensorRT engine"):

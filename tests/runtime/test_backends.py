@@ -54,15 +54,43 @@ def test_rejected_bundle_refused_unless_allowed(tmp_path):
     assert model.backend.name.startswith("onnxruntime")
 
 
+def test_unchecked_bundle_is_refused_by_the_loader_unless_allowed(tmp_path, monkeypatch):
+    """An untrained (latency-only) bundle never runs silently: load_model wants allow_unchecked."""
+    from edge_bus.runtime import models
+
+    root = make_bundle(tmp_path / "fresh", "classification", size=32, status="unchecked")
+    with pytest.raises(BundleError) as info:
+        load_model("classifier", root)
+    assert "--allow-unchecked" in str(info.value) and "edge-bus export CHECKPOINT" in str(info.value)
+    with pytest.raises(BundleError, match="unchecked"):
+        load_model("classifier", root, options=BackendOptions(allow_rejected=True))
+    opened = []
+    monkeypatch.setattr(models, "open_backend", lambda name, bundle, options: opened.append(bundle.root) or object())
+    model = load_model("classifier", root, allow_unchecked=True)
+    assert opened == [root] and model.manifest.status == "unchecked"
+
+
+def test_latency_only_flag_must_be_a_boolean(tmp_path):
+    import json
+
+    root = make_bundle(tmp_path / "b", "classification", size=32)
+    data = json.loads((root / "manifest.json").read_text())
+    data["latency_only"] = "no"  # bool("no") is True: a string must not be read as a flag
+    (root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="'latency_only' must be true or false"):
+        load_model("classifier", root)
+
+
 def test_bundle_that_does_not_fit(tmp_path, cls_bundle):
     with pytest.raises(BackendError, match="onnx_int8"):
         open_backend("onnxruntime", open_bundle(cls_bundle), BackendOptions(precision="int8"))
     with pytest.raises(BundleError, match="pass it as --classifier"):
         load_model("segmenter", cls_bundle)
-    # manifest says 64 but the model takes 32
+    # manifest says 64 (consistently) but the model takes 32
     root = make_bundle(tmp_path / "mismatch", "classification", size=32)
     m = read_manifest(root / "manifest.json")
-    m = dataclasses.replace(m, preprocessing=dataclasses.replace(m.preprocessing, size=64))
+    m = dataclasses.replace(m, preprocessing=dataclasses.replace(m.preprocessing, size=64),
+                            input=dataclasses.replace(m.input, shape=["batch", 1, 64, 64]))
     write_manifest(m, root / "manifest.json")
     with pytest.raises(BackendError, match="does not fit"):
         open_backend("onnxruntime", open_bundle(root), BackendOptions())

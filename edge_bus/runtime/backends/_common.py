@@ -14,8 +14,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 def check_bundle(bundle: Bundle, options: BackendOptions) -> None:
-    """Refuse a rejected bundle (unless allowed) and an unknown precision."""
-    bundle.require_accepted(allow_rejected=options.allow_rejected)
+    """Refuse a rejected bundle (unless allowed) and an unknown precision. Unchecked (latency-only)
+    bundles open here: a backend is a timing and inference seam; refusing them for a clinical run is
+    `runtime.models.load_model`'s job (`edge-bus run --allow-unchecked`)."""
+    bundle.require_accepted(allow_rejected=options.allow_rejected, allow_unchecked=True)
     if options.precision not in PRECISIONS:
         raise BackendError(f"unknown precision '{options.precision}'; choose one of {', '.join(PRECISIONS)}")
 

@@ -8,11 +8,15 @@ best fresh one, fp16 > fp32 > int8); a stale or missing engine is a BackendError
 auto` falls through to ONNX Runtime) carrying the command that rebuilds it. The batch range is read
 from the engine's optimization profile; chunks below its minimum are zero-padded and the padding
 dropped from the outputs.
+
+`--device cuda:N` runs on GPU N: the engine is looked up for that GPU and every call first makes N
+the thread's current CUDA device (the pipeline calls the backend from its own thread).
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from edge_bus.engine_cache import (
     bundle_records,
     cudart_module,
     current_target,
+    import_tensorrt,
     lookup,
     lookup_auto,
     source_kind,
@@ -45,6 +50,17 @@ def _check(result: Any, what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def cuda_device_index(device: str | None) -> int:
+    """The CUDA device index of a --device value: auto / cuda -> 0, cuda:N -> N."""
+    text = (device or "auto").strip().lower()
+    if text in ("auto", "cuda"):
+        return 0
+    match = re.fullmatch(r"cuda:(\d+)", text)
+    if match is None:
+        raise BackendError(f"--device {device!r}: the TensorRT backend runs on a GPU: pass cuda or cuda:N")
+    return int(match.group(1))
 
 
 class _Buffer:
@@ -68,27 +84,49 @@ class _Buffer:
 
 
 class TensorRTBackend:
-    def __init__(self, bundle: Bundle, engine_path: Path, precision: str, options: BackendOptions):
-        import tensorrt as trt  # noqa: PLC0415
+    """One deserialized engine with its execution context, stream and buffers on one GPU."""
 
-        self._trt = trt
-        self._cudart = cudart = cudart_module()
+    def __init__(self, bundle: Bundle, engine_path: Path, precision: str, options: BackendOptions):
+        self._trt = import_tensorrt()
+        self._cudart = cudart_module()
         self.name = f"tensorrt[{precision}]"
+        self.precision = precision
+        self.device = cuda_device_index(options.device)
+        self._engine_path = engine_path
+        self._input_name = bundle.manifest.input.name
+        self._buffers: dict[str, _Buffer] = {}
+        self._graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (cudaGraph, cudaGraphExec)
+        self._stream = None
+        self._context = None
+        self._engine = None
+        self._use_graph = bool(options.cuda_graph)
+        try:
+            self._use_device()
+            self._open(bundle, precision, options)
+        except BaseException:
+            self.close()
+            raise
+
+    def _use_device(self) -> None:
+        err = self._cudart.cudaSetDevice(self.device)
+        code = err[0] if isinstance(err, tuple) else err
+        if int(code) != 0:
+            raise BackendError(f"--device cuda:{self.device}: CUDA cannot use this GPU ({code}); check nvidia-smi")
+
+    def _open(self, bundle: Bundle, precision: str, options: BackendOptions) -> None:
+        trt, cudart, engine_path = self._trt, self._cudart, self._engine_path
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        blob = engine_path.read_bytes()
-        self._engine = self._runtime.deserialize_cuda_engine(blob)
+        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
             raise BackendError(
                 f"{engine_path}: TensorRT could not deserialize this engine (corrupt, or built by another "
-                f"TensorRT/GPU); run `edge-bus export build-engine {bundle.root} --precision {precision}`"
+                f"TensorRT/GPU); rebuild it with `edge-bus export build-engine {bundle.root} --precision {precision} --force`"
             )
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise BackendError(f"{engine_path}: TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._engine_path = engine_path
-        self._input_name = bundle.manifest.input.name
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         if self._input_name not in names:
             raise BackendError(
@@ -101,7 +139,6 @@ class TensorRTBackend:
         self.max_batch = max(self.min_batch, min(options.max_batch or profile_max, profile_max))
         self._dims = hi_shape[1:]
         self._outputs: list[str] = []
-        self._buffers: dict[str, _Buffer] = {}
         for name in names:
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
             if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
@@ -121,8 +158,6 @@ class TensorRTBackend:
                 raise BackendError(f"{engine_path}: TensorRT refused the device buffer of tensor '{name}'")
         self.inputs = [TensorSpec(self._input_name, ["batch", *self._dims])]
         self.outputs = [TensorSpec(n, ["batch", *list(self._context.get_tensor_shape(n))[1:]]) for n in self._outputs]
-        self._use_graph = bool(options.cuda_graph)
-        self._graphs: dict[int, Any] = {}
 
     def _set_shape(self, n: int) -> None:
         shape = (n, *self._dims)
@@ -139,16 +174,19 @@ class TensorRTBackend:
 
     def _run_graph(self, n: int) -> None:
         cudart = self._cudart
-        graph_exec = self._graphs.get(n)
-        if graph_exec is None:
+        if n not in self._graphs:
             self._enqueue()  # first run at this shape outside capture (TensorRT allocates lazily)
             mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
             _check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
             self._enqueue()
             graph = _check(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture")
-            graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            self._graphs[n] = graph_exec
-        _check(cudart.cudaGraphLaunch(graph_exec, self._stream), "cudaGraphLaunch")
+            try:
+                graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            except BackendError:
+                cudart.cudaGraphDestroy(graph)
+                raise
+            self._graphs[n] = (graph, graph_exec)
+        _check(cudart.cudaGraphLaunch(self._graphs[n][1], self._stream), "cudaGraphLaunch")
 
     def _run_chunk(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         cudart = self._cudart
@@ -185,6 +223,7 @@ class TensorRTBackend:
         }
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._use_device()  # this thread's current device (CUDA keeps one per thread)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self._dims:
             raise BackendError(f"{self.name}: expected a (N, {', '.join(map(str, self._dims))}) batch, got shape {batch.shape}")
         parts = [self._run_chunk(batch[i : i + self.max_batch]) for i in range(0, batch.shape[0], self.max_batch)]
@@ -193,25 +232,34 @@ class TensorRTBackend:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def close(self) -> None:
+        """Free graphs, buffers, stream, context and engine (in that order); safe to call twice."""
+        cudart = self._cudart
+        try:
+            self._use_device()
+        except BackendError:
+            pass  # the device could not be set at all: nothing was allocated on it
+        for graph, graph_exec in self._graphs.values():
+            cudart.cudaGraphExecDestroy(graph_exec)
+            cudart.cudaGraphDestroy(graph)
+        self._graphs = {}
         for buf in self._buffers.values():
             buf.free()
         self._buffers = {}
-        for graph_exec in self._graphs.values():
-            self._cudart.cudaGraphExecDestroy(graph_exec)
-        self._graphs = {}
         if self._stream is not None:
-            self._cudart.cudaStreamDestroy(self._stream)
+            cudart.cudaStreamDestroy(self._stream)
             self._stream = None
+        self._context = None
+        self._engine = None
 
 
-def find_engine(bundle: Bundle, precision: str) -> tuple[Path, str]:
-    """(engine path, precision) of this bundle's fresh engine for this machine.
+def find_engine(bundle: Bundle, precision: str, device: int = 0) -> tuple[Path, str]:
+    """(engine path, precision) of this bundle's fresh engine for CUDA device `device` here.
 
     precision "auto" takes the best fresh engine (fp16, then fp32, then int8); an explicit
     precision means that precision. BackendError when no fresh engine fits (missing or stale), so
     that `--backend auto` falls through to ONNX Runtime.
     """
-    target = current_target()
+    target = current_target(device)
     m = bundle.manifest
     try:
         records = bundle_records(bundle.root, m.engines)
@@ -243,12 +291,16 @@ def find_engine(bundle: Bundle, precision: str) -> tuple[Path, str]:
 
 
 def open_tensorrt(bundle: Bundle, options: BackendOptions) -> TensorRTBackend:
-    """Factory named in BACKENDS; BackendError when tensorrt, cuda-python, a GPU or a fresh engine is missing."""
-    bundle.require_accepted(allow_rejected=options.allow_rejected)
+    """Factory named in BACKENDS; BackendError when tensorrt, cuda-python, a GPU or a fresh engine is missing.
+
+    A rejected bundle is refused here; whether an unchecked (latency-only) one may run is decided by
+    the caller (runtime.models.load_model, the benchmark), which opens backends below that gate."""
+    bundle.require_accepted(allow_rejected=options.allow_rejected, allow_unchecked=True)
     if options.device == "cpu":
         raise BackendError("the TensorRT backend needs a GPU but --device cpu was asked for; use --backend onnxruntime")
+    device = cuda_device_index(options.device)
     precision = (options.precision or "auto").lower()
     if precision not in ("auto", *PRECISIONS):
         raise BackendError(f"unknown precision '{options.precision}'; choose auto or one of {', '.join(PRECISIONS)}")
-    engine_path, precision = find_engine(bundle, precision)
+    engine_path, precision = find_engine(bundle, precision, device)
     return TensorRTBackend(bundle, engine_path, precision, options)
