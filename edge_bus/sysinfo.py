@@ -435,62 +435,194 @@ def _source_schemes() -> tuple[tuple[str, ...], set[str]]:
         return NETWORK_SCHEMES, {"file", "v4l2", "csi", "gst", "synthetic", *NETWORK_SCHEMES}
 
 
-def check_source(info: dict[str, Any], uri: str, root: Path = Path("/")) -> Check:
-    """Can the source URI be opened here? (Network sources are not contacted.)"""
+# probe(uri, options, read_frame) -> {"capture_format", "live", "shape", "error"}; SourceError when it cannot
+Probe = Callable[[str, "dict[str, Any]", bool], "dict[str, Any]"]
+SOURCE_OPTIONS = ("width", "height", "fps", "pixel_format")
+FFMPEG_ADVICE = (
+    "edge-bus reads video files and network streams with OpenCV's FFMPEG backend: install an OpenCV "
+    "built with FFMPEG (pip's opencv-python-headless has it), or give a GStreamer pipeline instead, e.g. "
+    "'filesrc location=clip.mp4 ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink' "
+    "(rtspsrc location=... for a stream)"
+)
+
+
+def probe_source(uri: str, options: dict[str, Any], read_frame: bool = True) -> dict[str, Any]:
+    """Open the source as `edge-bus run` does; read one frame (files) or only the capture format (devices)."""
+    from edge_bus.errors import SourceError
+    from edge_bus.runtime.sources import open_source
+
+    with open_source(uri, **options) as source:
+        found: dict[str, Any] = {"capture_format": source.capture_format, "live": source.live}
+        if read_frame:
+            frame = source.read()
+            if frame is None:
+                raise SourceError(f"{uri}: opens, but not one frame can be read (empty or truncated); re-record or re-encode it")
+            found.update(shape=list(frame.shape), error=frame.error)
+    return found
+
+
+def _can_access(path: Path, mode: int) -> bool:
+    return os.access(path, mode)
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid())
+
+
+def _owner_and_mode(path: Path) -> tuple[str, str, str]:
+    """(owner, group, mode as ls shows it) of `path`."""
+    import grp
+    import pwd
+    import stat
+
+    st = path.stat()
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group, stat.filemode(st.st_mode)
+
+
+def _permission_check(path: Path, shown: str, mode: int, what: str) -> Check | None:
+    """A failing Check when the current user cannot `what` `path` (os.access `mode`); None when it can."""
+    if _can_access(path, mode):
+        return None
+    user = _user()
+    owner, group, perms = _owner_and_mode(path)
+    return Check("source", "fail", f"{shown}: user {user} cannot {what} it ({perms} {owner}:{group})",
+                 f"add {user} to group {group} (sudo usermod -aG {group} {user}, then log in again) or change "
+                 f"the permissions; the service runs as user edge-bus, which install.sh puts in group video")  # fmt: skip
+
+
+def _check_gstreamer(cv: dict[str, Any], text: str) -> Check:
+    if not cv.get("gstreamer"):
+        return Check("source", "fail", f"GStreamer pipeline, but OpenCV {cv.get('version')} has no GStreamer",
+                     JETPACK_OPENCV_ADVICE)  # fmt: skip
+    from edge_bus.runtime.sources import gst_pipeline_is_live
+
+    pipeline = text[len("gst://"):] if text.startswith("gst://") else text
+    kind = "live" if gst_pipeline_is_live(pipeline) else "reads a file: every frame is processed"
+    return Check("source", "ok", f"GStreamer pipeline, {kind} (OpenCV has GStreamer; the pipeline itself is not started)")
+
+
+def _check_csi(info: dict[str, Any], cv: dict[str, Any]) -> Check:
+    if not info["jetson"].get("is_jetson"):
+        return Check("source", "fail", "csi:// cameras exist on a Jetson only", "use v4l2:///dev/videoN or a file")
+    if not cv.get("gstreamer"):
+        return Check("source", "fail", "csi:// needs GStreamer (nvarguscamerasrc), OpenCV has none", JETPACK_OPENCV_ADVICE)
+    return Check("source", "ok", "CSI camera via nvarguscamerasrc (not opened)")
+
+
+def _check_network(cv: dict[str, Any], scheme: str) -> Check:
+    if not cv.get("ffmpeg"):
+        return Check("source", "fail", f"{scheme}:// stream, but OpenCV {cv.get('version')} has no FFMPEG", FFMPEG_ADVICE)
+    return Check("source", "warn", f"{scheme} stream: not contacted by `info` (reachability unknown)")
+
+
+def _format_detail(capture: dict[str, Any] | None) -> tuple[str, bool]:
+    """('gives MJPG 1920x1080 @ 30 fps', mismatch?) from a source's capture_format."""
+    if not capture:
+        return "opened", False
+    got = capture["got"]
+    gives = f"gives {got.get('pixel_format') or '?'} {got.get('width')}x{got.get('height')} @ {got.get('fps') or '?'} fps"
+    if not capture["mismatch"]:
+        return gives, False
+    asked = ", ".join(f"{k} {capture['asked'][k]}" for k in capture["mismatch"])
+    return f"{gives}; asked {asked}", True
+
+
+def _check_device(info: dict[str, Any], path: str, root: Path, options: dict[str, Any], probe: Probe) -> Check:
+    node = root / path.lstrip("/")
+    cv = info["opencv"]
+    if not node.exists():
+        advice = f"connected devices: {_device_list(info)}"
+        if "edge-bus-capture" in path:
+            advice += "; /dev/edge-bus-capture comes from the udev rule: check its idVendor/idProduct"
+        return Check("source", "fail", f"{path}: no such device", advice)
+    if not cv.get("v4l2"):
+        return Check("source", "fail", f"{path} exists but OpenCV has no V4L2 support", JETPACK_OPENCV_ADVICE)
+    denied = _permission_check(node, path, os.R_OK | os.W_OK, "open")
+    if denied is not None:
+        return denied
+    from edge_bus.errors import SourceError
+
+    try:
+        found = probe(f"v4l2://{node}", options, False)
+    except SourceError as exc:
+        return Check("source", "fail", str(exc), "a capture device is opened by one program at a time: stop the "
+                     "service first (sudo systemctl stop edge-bus), then check `v4l2-ctl -d " + path + " --all`")  # fmt: skip
+    detail, mismatch = _format_detail(found.get("capture_format"))
+    if mismatch:
+        return Check("source", "warn", f"{path}: {detail}",
+                     f"set width/height/fps/pixel_format to a mode of `v4l2-ctl -d {path} --list-formats-ext`")  # fmt: skip
+    return Check("source", "ok", f"{path}: capture device opened, {detail}")
+
+
+def _check_paths(cv: dict[str, Any], text: str, scheme: str, probe: Probe) -> Check:
+    from edge_bus.errors import SourceError
+
+    path_text = text[len("file://"):].split("?", 1)[0] if scheme == "file" else text
+    path = Path(path_text)
+    is_glob = any(ch in path_text for ch in "*?[")
+    if path.suffix.lower() in VIDEO_SUFFIXES and not is_glob and not cv.get("ffmpeg"):
+        return Check("source", "fail", f"{path}: a video file, but OpenCV {cv.get('version')} has no FFMPEG", FFMPEG_ADVICE)
+    if is_glob and not glob.glob(path_text):
+        return Check("source", "fail", f"{path_text}: the pattern matches no file", "check the path and pattern")
+    if not is_glob:
+        if not path.exists():
+            return Check("source", "fail", f"{path}: no such file or folder", "check the path (relative paths start "
+                         "from the working directory)")  # fmt: skip
+        mode = os.R_OK | os.X_OK if path.is_dir() else os.R_OK
+        denied = _permission_check(path, str(path), mode, "read")
+        if denied is not None:
+            return denied
+    try:
+        found = probe(path_text, {}, True)
+    except SourceError as exc:
+        return Check("source", "fail", str(exc), "give a video OpenCV can decode, an image, a folder or a glob of images")
+    shape = found.get("shape") or []
+    if found.get("error"):
+        return Check("source", "warn", f"{path_text}: the first frame is unreadable: {found['error']}",
+                     "unreadable frames are skipped and counted as bad frames; check the files")  # fmt: skip
+    size = f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else "?"
+    return Check("source", "ok", f"{path_text}: opened, first frame {size}")
+
+
+def check_source(info: dict[str, Any], uri: str, root: Path = Path("/"), *, options: dict[str, Any] | None = None,
+                 probe: Probe = probe_source) -> Check:  # fmt: skip
+    """Can the source URI be opened here, as `edge-bus run` opens it? Files are opened and one frame is
+    read; a capture device is opened and its format read back (`options`: width, height, fps,
+    pixel_format); network sources are not contacted, GStreamer pipelines not started."""
     cv = info["opencv"]
     network, known = _source_schemes()
     text = uri.strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme == "gst" or ("appsink" in text and scheme != "gst") or ("!" in text and not scheme):
-        if not cv.get("gstreamer"):
-            return Check("source", "fail", f"GStreamer pipeline, but OpenCV {cv.get('version')} has no GStreamer",
-                         JETPACK_OPENCV_ADVICE)  # fmt: skip
-        return Check("source", "ok", "GStreamer pipeline (OpenCV has GStreamer; the pipeline itself is not started)")
+        return _check_gstreamer(cv, text)
     if scheme == "synthetic":
         return Check("source", "ok", "synthetic phantom frames")
     if scheme == "csi":
-        if not info["jetson"].get("is_jetson"):
-            return Check("source", "fail", "csi:// cameras exist on a Jetson only", "use v4l2:///dev/videoN or a file")
-        if not cv.get("gstreamer"):
-            return Check("source", "fail", "csi:// needs GStreamer (nvarguscamerasrc), OpenCV has none",
-                         JETPACK_OPENCV_ADVICE)  # fmt: skip
-        return Check("source", "ok", "CSI camera via nvarguscamerasrc (not opened)")
+        return _check_csi(info, cv)
     if scheme in network:
-        if not (cv.get("ffmpeg") or cv.get("gstreamer")):
-            return Check("source", "fail", f"{scheme}:// needs OpenCV with FFMPEG or GStreamer; it has neither",
-                         "install an OpenCV build with FFMPEG (pip's opencv-python-headless has it)")  # fmt: skip
-        return Check("source", "warn", f"{scheme} stream: not contacted by `info` (reachability unknown)")
+        return _check_network(cv, scheme)
     if scheme == "v4l2" or text.startswith("/dev/video") or text == "/dev/edge-bus-capture":
-        path = text[len("v4l2://"):] if scheme == "v4l2" else text
-        if not (root / path.lstrip("/")).exists():
-            advice = f"connected devices: {_device_list(info)}"
-            if "edge-bus-capture" in path:
-                advice += "; /dev/edge-bus-capture comes from the udev rule: check its idVendor/idProduct"
-            return Check("source", "fail", f"{path}: no such device", advice)
-        if not cv.get("v4l2"):
-            return Check("source", "fail", f"{path} exists but OpenCV has no V4L2 support", JETPACK_OPENCV_ADVICE)
-        return Check("source", "ok", f"{path}: capture device present (not opened)")
+        path = (text[len("v4l2://"):] if scheme == "v4l2" else text) or "/dev/video0"
+        return _check_device(info, path, root, dict(options or {}), probe)
     if scheme and scheme != "file" and scheme in known:
         return Check("source", "warn", f"{scheme}:// source: not checked by `info`")
     if scheme and scheme != "file":
         return Check("source", "fail", f"unknown source scheme {scheme}://",
                      f"use one of {', '.join(s + '://' for s in sorted(known))}, a folder, a glob or a pipeline")  # fmt: skip
-    path_text = text[len("file://"):].split("?", 1)[0] if scheme == "file" else text
-    if any(ch in path_text for ch in "*?["):
-        matches = glob.glob(path_text)
-        if not matches:
-            return Check("source", "fail", f"{path_text}: the pattern matches no file", "check the path and pattern")
-        return Check("source", "ok", f"{len(matches)} files match {path_text}")
-    path = Path(path_text)
-    if not path.exists():
-        return Check("source", "fail", f"{path}: no such file or folder", "check the path (relative paths start "
-                     "from the working directory)")  # fmt: skip
-    if path.is_dir():
-        return Check("source", "ok", f"{path}: folder of images")
-    if path.suffix.lower() in VIDEO_SUFFIXES and not (cv.get("ffmpeg") or cv.get("gstreamer")):
-        return Check("source", "fail", f"{path}: a video file, but OpenCV has neither FFMPEG nor GStreamer",
-                     "install an OpenCV build with FFMPEG or GStreamer")  # fmt: skip
-    return Check("source", "ok", f"{path}: file exists")
+    return _check_paths(cv, text, scheme, probe)
 
 
 def probe_engine_target() -> Any:
@@ -548,7 +680,7 @@ def _engine_check(key: str, path: str, bundle: Any, detail: str, backend: str, p
 
 
 def check_bundle(key: str, path: str, backend: str, allow_rejected: bool = False, *, precision: str = "auto",
-                 info: dict[str, Any] | None = None, target: Any = None) -> Check:  # fmt: skip
+                 info: dict[str, Any] | None = None, target: Any = None, allow_unchecked: bool = False) -> Check:  # fmt: skip
     """Does the bundle open, does it hold what `backend` needs, and (TensorRT) is its engine fresh here?
 
     `target`: an engine_cache.Target, a string saying why it is unknown, or None to probe this machine.
@@ -559,7 +691,7 @@ def check_bundle(key: str, path: str, backend: str, allow_rejected: bool = False
 
     try:
         bundle = open_bundle(path)
-        bundle.require_accepted(allow_rejected=allow_rejected)
+        bundle.require_accepted(allow_rejected=allow_rejected, allow_unchecked=allow_unchecked)
     except BundleError as exc:
         return Check(key, "fail", str(exc), "export it with `edge-bus export` and copy the whole folder")
     artifacts = bundle.manifest.artifacts
@@ -576,10 +708,11 @@ def check_bundle(key: str, path: str, backend: str, allow_rejected: bool = False
 
 
 def diagnose(info: dict[str, Any], config: Any = None, *, backend: str | None = None, source: str | None = None,
-             root: Path = Path("/"), target: Any = None) -> list[Check]:  # fmt: skip
+             root: Path = Path("/"), target: Any = None, probe: Probe = probe_source) -> list[Check]:  # fmt: skip
     """Checks for a run configuration (a RunConfig) and/or an explicit backend and source.
 
     `target` as for check_bundle; None probes this machine (once) when an engine must be checked.
+    The source is opened with the config's capture options (`probe`, see check_source).
     """
     backend = backend or (config.backend if config is not None else None)
     source = source or (config.source if config is not None else None)
@@ -587,7 +720,8 @@ def diagnose(info: dict[str, Any], config: Any = None, *, backend: str | None = 
     if backend is not None:
         checks.append(check_backend(info, backend, config.device if config is not None else "auto"))
     if source is not None:
-        checks.append(check_source(info, source, root))
+        options = {k: getattr(config, k) for k in SOURCE_OPTIONS if config is not None and getattr(config, k, None)}
+        checks.append(check_source(info, source, root, options=options, probe=probe))
     if config is not None:
         precision = getattr(config, "precision", "auto")
         for key in ("classifier", "segmenter"):
@@ -595,13 +729,14 @@ def diagnose(info: dict[str, Any], config: Any = None, *, backend: str | None = 
             if path:
                 if target is None and (backend == "tensorrt" or (backend == "auto" and _backend_usable("tensorrt", info)[0])):
                     target = probe_engine_target()
-                checks.append(check_bundle(key, path, backend or "auto", config.allow_rejected,
-                                           precision=precision, info=info, target=target))  # fmt: skip
+                checks.append(check_bundle(key, path, backend or "auto", config.allow_rejected, precision=precision,
+                                           info=info, target=target,
+                                           allow_unchecked=config.allow_unchecked))  # fmt: skip
     return checks
 
 
 __all__ = [
     "machine_info", "cpu_info", "memory_info", "gpu_info", "jetson_info", "power_info", "tensorrt_info",
     "onnxruntime_info", "cuda_python_info", "opencv_info", "parse_opencv_build_info", "torch_info", "capture_devices", "run_command",
-    "Check", "check_backend", "check_source", "check_bundle", "diagnose", "probe_engine_target",
+    "Check", "check_backend", "check_source", "check_bundle", "diagnose", "probe_engine_target", "probe_source",
 ]  # fmt: skip

@@ -56,17 +56,33 @@ def test_missing_v4l2_device_fails_and_lists_devices():
     assert "no such device" in check["detail"] and "connected devices" in check["advice"]
 
 
-def test_onnxruntime_and_existing_file_pass(tmp_path):
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"\0")
+def test_onnxruntime_and_a_readable_video_pass(tmp_path):
+    from tests.test_sysinfo import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4")
     result = invoke("--backend", "onnxruntime", "--source", str(clip))
     assert result.exit_code == 0, result.output
     assert "all checks passed" in result.output
 
 
+def test_a_file_that_exists_but_is_no_video_fails(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0")  # `edge-bus run` cannot open it: neither can `info` say it works
+    result = invoke("--source", str(clip), "--json")
+    assert result.exit_code == 1
+    check = json.loads(result.output)["checks"][0]
+    assert check["status"] == "fail" and "cannot open this video" in check["detail"]
+
+
 def test_config_file_is_checked_including_bundles(tmp_path):
+    import cv2
+    import numpy as np
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), np.zeros((20, 30), np.uint8))
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"source: {tmp_path}\nclassifier: {tmp_path / 'no-bundle'}\nbackend: onnxruntime\n")
+    cfg.write_text(f"source: {frames}\nclassifier: {tmp_path / 'no-bundle'}\nbackend: onnxruntime\n")
     result = invoke("--config", str(cfg), "--json")
     assert result.exit_code == 1
     checks = {c["name"]: c for c in json.loads(result.output)["checks"]}

@@ -146,25 +146,123 @@ def test_backend_checks():
     assert check_backend(facts(), "openvino").failed
 
 
+def fake_probe(capture_format=None, error=None):
+    """A probe that opens nothing: records its calls, returns `capture_format` or raises `error`."""
+    calls = []
+
+    def probe(uri, options, read_frame):
+        calls.append((uri, options, read_frame))
+        if error is not None:
+            raise error
+        return {"capture_format": capture_format, "live": True}
+
+    probe.calls = calls
+    return probe
+
+
+def write_clip(path: Path, frames: int = 3) -> Path:
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 48))
+    for _ in range(frames):
+        writer.write(np.full((48, 64, 3), 90, np.uint8))
+    writer.release()
+    return path
+
+
 def test_source_checks(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/video2").write_text("")
     info = facts(capture_devices=[{"path": "/dev/video2", "name": "Cam Link 4K"}])
     missing = check_source(info, "v4l2:///dev/video0", tmp_path)
     assert missing.failed and "no such device" in missing.detail and "/dev/video2 (Cam Link 4K)" in missing.advice
-    assert check_source(info, "v4l2:///dev/video2", tmp_path).status == "ok"
     gst = check_source(info, "v4l2src device=/dev/video0 ! videoconvert ! appsink", tmp_path)
     assert gst.failed and "JetPack" in gst.advice
     assert check_source(facts(opencv={"version": "4.8", "gstreamer": True}), "videotestsrc ! appsink").status == "ok"
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"\0")
-    assert check_source(info, f"file://{clip}").status == "ok"
+    file_gst = check_source(facts(opencv={"version": "4.8", "gstreamer": True}), "filesrc location=a.mp4 ! decodebin ! appsink")
+    assert file_gst.status == "ok" and "every frame" in file_gst.detail
     assert check_source(info, str(tmp_path / "nope.mp4")).failed
-    assert check_source(info, str(tmp_path / "*.mp4")).status == "ok"
     assert check_source(info, "csi://0").failed  # not a Jetson
     assert check_source(info, "rtsp://10.0.0.2/stream").status == "warn"
     assert check_source(info, "synthetic://").status == "ok"
     assert check_source(info, "ftp://x").failed
+
+
+def test_file_sources_are_opened_and_one_frame_read(tmp_path):
+    import cv2
+    import numpy as np
+
+    info = facts()
+    clip = write_clip(tmp_path / "clip.mp4")
+    ok = check_source(info, f"file://{clip}")
+    assert ok.status == "ok" and "64x48" in ok.detail
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\0")  # exists, but is no video: `edge-bus run` could not open it
+    check = check_source(info, str(broken))
+    assert check.failed and "cannot open this video" in check.detail
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "a.png"), np.zeros((20, 30), np.uint8))
+    assert check_source(info, str(tmp_path / "imgs" / "*.png")).status == "ok"
+    assert check_source(info, str(tmp_path / "imgs")).status == "ok"
+    videos = check_source(info, str(tmp_path / "*.mp4"))  # globs are read as images, as the runtime does
+    assert videos.failed and "no image files" in videos.detail
+    (tmp_path / "imgs" / "0.png").write_bytes(b"not a png")  # sorted first: the first frame is bad
+    assert check_source(info, str(tmp_path / "imgs")).status == "warn"
+
+
+def test_video_files_and_streams_need_ffmpeg_even_with_gstreamer(tmp_path):
+    gst_only = facts(opencv={"version": "4.8", "gstreamer": True, "v4l2": True, "ffmpeg": False})
+    clip = write_clip(tmp_path / "clip.mp4")
+    for uri in (str(clip), "rtsp://10.0.0.2/stream", "udp://127.0.0.1:5000"):
+        check = check_source(gst_only, uri)
+        assert check.failed and "FFMPEG" in check.detail and "filesrc" in check.advice, uri
+
+
+def test_device_is_opened_and_its_format_read_back(tmp_path):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/video2").write_text("")
+    info = facts(capture_devices=[{"path": "/dev/video2", "name": "Cam Link 4K"}])
+    asked = {"pixel_format": "MJPG", "width": 1920, "height": 1080, "fps": 30.0}
+    same = fake_probe({"asked": asked, "got": dict(asked), "mismatch": []})
+    ok = check_source(info, "v4l2:///dev/video2", tmp_path, options={"pixel_format": "MJPG"}, probe=same)
+    assert ok.status == "ok" and "gives MJPG 1920x1080" in ok.detail
+    assert same.calls == [(f"v4l2://{tmp_path}/dev/video2", {"pixel_format": "MJPG"}, False)]  # format only
+    other = {"pixel_format": "YUYV", "width": 1280, "height": 720, "fps": 10.0}
+    differs = fake_probe({"asked": asked, "got": other, "mismatch": ["pixel_format", "width", "height", "fps"]})
+    warn = check_source(info, "v4l2:///dev/video2", tmp_path, probe=differs)
+    assert warn.status == "warn" and "YUYV 1280x720" in warn.detail and "asked pixel_format MJPG" in warn.detail
+    assert "--list-formats-ext" in warn.advice
+    from edge_bus.errors import SourceError
+
+    busy = check_source(info, "v4l2:///dev/video2", tmp_path, probe=fake_probe(error=SourceError("cannot open")))
+    assert busy.failed and "systemctl stop edge-bus" in busy.advice
+
+
+def test_permission_problems_name_the_user_and_the_group(tmp_path, monkeypatch):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/video2").write_text("")
+    clip = write_clip(tmp_path / "clip.mp4")
+    monkeypatch.setattr(sysinfo, "_can_access", lambda path, mode: False)  # as a user outside group video
+    probe = fake_probe()
+    device = check_source(facts(), "v4l2:///dev/video2", tmp_path, probe=probe)
+    user = sysinfo._user()
+    assert device.failed and f"user {user} cannot open it" in device.detail and "usermod -aG" in device.advice
+    assert probe.calls == []  # not even tried
+    check = check_source(facts(), str(clip), probe=probe)
+    assert check.failed and f"user {user} cannot read it" in check.detail
+
+
+def test_diagnose_opens_the_device_with_the_configured_format(tmp_path):
+    from edge_bus.runtime.config import RunConfig
+
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/video0").write_text("")
+    config = RunConfig(source="v4l2:///dev/video0", classifier=None, segmenter="s", width=1920, height=1080,
+                       fps=59.94, pixel_format="MJPG")  # fmt: skip
+    probe = fake_probe()
+    sysinfo.diagnose(facts(), config, root=tmp_path, probe=probe)
+    assert probe.calls[0][1] == {"width": 1920, "height": 1080, "fps": 59.94, "pixel_format": "MJPG"}
 
 
 def test_probes_fail_soft_when_commands_break(tmp_path):

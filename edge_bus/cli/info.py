@@ -1,5 +1,10 @@
 """`edge-bus info`: what the runtime finds on this machine, and whether a run configuration can work here.
 
+The source is opened as `edge-bus run` opens it: a file, folder or glob is opened and one frame
+read; a capture device is opened with the configured width/height/fps/pixel_format and the format it
+really gives is read back; access problems of the current user are named. Network streams are not
+contacted and GStreamer pipelines not started.
+
 Exit codes: 0 when every check passes (warnings allowed), 1 when a check fails (the advice says
 what to do), 2 for a bad option or config file.
 """
@@ -102,7 +107,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print machine facts and checks as JSON."),
 ) -> None:
     """Show what the runtime finds on this machine (GPU, TensorRT, ONNX Runtime, OpenCV, capture
-    devices) and check that the configured backend and source can work here."""
+    devices) and check that the configured backend and source can work here (the source is opened)."""
     _info(config, backend, source, as_json)
 
 

@@ -1,6 +1,11 @@
 """`edge-bus run`: stream a source through a classifier and/or a segmenter bundle.
 
 Options override `--config FILE` (YAML, see edge_bus.runtime.config). Never imports torch.
+
+Exit codes: 0 when the run ended normally (end of a file source, max_frames, Ctrl-C, SIGTERM);
+2 for a user error (bad option, config, bundle or source: one line saying what to do);
+3 (EXIT_SOURCE_LOST) when a live source was lost and did not come back after its reconnect
+attempts, so that systemd's Restart=on-failure starts the run again; 130 for Ctrl-C while loading.
 """
 
 from __future__ import annotations
@@ -12,12 +17,19 @@ import typer
 
 from edge_bus.cli._common import console, err_console, user_errors
 
+EXIT_SOURCE_LOST = 3
+
 
 def _status_line(s: dict[str, Any]) -> str:
     p50 = s["latency_ms"]["total"]["p50"]
     lat = f"{p50:.0f} ms" if p50 is not None else "-"
     return (f"[bold]{s['frames']}[/] frames  {s['fps']:.1f} fps  latency p50 {lat}  "
             f"drops {s['drops']}  bad {s['bad_frames']}  reconnects {s['reconnects']}")
+
+
+def _format_mismatch(capture: dict[str, Any]) -> str:
+    asked, got = capture["asked"], capture["got"]
+    return "; ".join(f"{key} asked {asked[key]}, got {got.get(key)}" for key in capture["mismatch"])
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -33,6 +45,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row("bad frames", str(summary["bad_frames"]))
     table.add_row("reconnects", str(summary["reconnects"]))
     table.add_row("fps", f"{summary['fps']:.2f}")
+    capture = summary.get("capture_format")
+    if capture and capture.get("mismatch"):
+        table.add_row("capture format", _format_mismatch(capture))
     for stage, v in summary["latency_ms"].items():
         if v["p50"] is not None:
             table.add_row(f"{stage} ms", f"p50 {v['p50']:.2f}  p99 {v['p99']:.2f}")
@@ -68,6 +83,10 @@ def register(app: typer.Typer) -> None:
         health_file: Optional[Path] = typer.Option(None, "--health-file", help="write a JSON health report here"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration; options override it"),
         allow_rejected: bool = typer.Option(False, "--allow-rejected", help="run bundles that failed their parity gate"),
+        allow_unchecked: bool = typer.Option(False, "--allow-unchecked", help="run untrained / latency-only bundles (no accuracy checked)"),
+        per_run_folder: bool = typer.Option(False, "--per-run-folder", help="write to OUT/<UTC start>-<pid>/ (and OUT/latest) instead of OUT itself"),
+        keep_runs: Optional[int] = typer.Option(None, "--keep-runs", help="with --per-run-folder: run folders kept (oldest deleted at start)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run's results in OUT (refused otherwise)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per backend (default: library default)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),
     ) -> None:
@@ -84,6 +103,8 @@ def register(app: typer.Typer) -> None:
             out=str(out) if out else None, batch=batch, max_wait_ms=max_wait_ms, queue_size=queue_size, roi=roi,
             sinks=sinks, max_frames=max_frames, width=width, height=height, fps=fps, pixel_format=pixel_format,
             health_file=str(health_file) if health_file else None, allow_rejected=True if allow_rejected else None,
+            allow_unchecked=True if allow_unchecked else None, out_per_run=True if per_run_folder else None,
+            keep_runs=keep_runs,
         )
         if config is not None:
             cfg = load_run_config(config, **overrides)
@@ -96,7 +117,7 @@ def register(app: typer.Typer) -> None:
             if live is not None:
                 live.update(Text.from_markup(_status_line(snapshot)))
 
-        pipeline = Pipeline(cfg, on_progress=progress, threads=threads)
+        pipeline = Pipeline(cfg, on_progress=progress, threads=threads, overwrite=overwrite)
         pipeline.open()
         err_console.print(f"source {pipeline.source.uri}  backend {pipeline.stats.backend}", highlight=False)
         if live is not None:
@@ -106,7 +127,11 @@ def register(app: typer.Typer) -> None:
         finally:
             if live is not None:
                 live.stop()
-        path = write_summary(summary, cfg.out)
+        path = write_summary(summary, pipeline.out_dir)
         print_summary(summary)
         if path is not None:
-            console.print(f"results in {Path(cfg.out)}", highlight=False)
+            console.print(f"results in {pipeline.out_dir}", highlight=False)
+        if summary.get("source_lost"):
+            err_console.print(f"[bold red]error:[/] {summary['source']}: {summary['ended_because']}; exit code "
+                              f"{EXIT_SOURCE_LOST} (a service manager restarts the run)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_SOURCE_LOST)

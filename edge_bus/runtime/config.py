@@ -27,6 +27,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 SINKS = ("jsonl", "overlay", "masks", "window")
 ROI_MODES = ("none", "auto")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+FOURCC_RE = re.compile(r"[A-Za-z0-9_]{3}[A-Za-z0-9_ ]")  # V4L2 codes are 4 characters ("Y16 " ends in a space)
 
 
 def backend_choices() -> list[str]:
@@ -50,12 +51,16 @@ class RunConfig:
     roi: str = "none"  # none | auto | "x,y,w,h"
     sinks: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl | overlay | masks | window
     allow_rejected: bool = False
+    allow_unchecked: bool = False  # run untrained / latency-only bundles (refused by default)
+    out_per_run: bool = False  # results in out/<UTC start>-<pid>/ (plus out/latest) instead of out/ itself
+    keep_runs: int | None = None  # with out_per_run: run folders kept (the current one included); None = all
     width: int | None = None
     height: int | None = None
     fps: float | None = None
     pixel_format: str | None = None  # e.g. YUYV, MJPG, NV12 (live sources)
     reconnect_attempts: int = 5
     reconnect_backoff_s: float = 0.5
+    max_failed_reads: int = 5  # live sources: failed reads in a row (each a bad frame) before reopening
     health_file: str | None = None
     health_interval_s: float = 2.0
     health_port: int | None = None  # optional GET /health on 127.0.0.1:<port>; None = off
@@ -118,10 +123,10 @@ class RunConfig:
                       f"{hint}; auto takes the best fresh TensorRT engine, else FP32")  # fmt: skip
         if not _DEVICE_RE.match(self.device):
             raise bad("device", f"invalid device {self.device!r}; use auto, cpu, cuda or cuda:N")
-        for key, low in (("batch", 1), ("queue_size", 1), ("reconnect_attempts", 0)):
+        for key, low in (("batch", 1), ("queue_size", 1), ("reconnect_attempts", 0), ("max_failed_reads", 0)):
             if getattr(self, key) < low:
                 raise bad(key, f"must be >= {low}, got {getattr(self, key)}")
-        for key in ("width", "height", "max_frames", "health_port"):
+        for key in ("width", "height", "max_frames", "health_port", "keep_runs"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise bad(key, f"must be >= 1 (or left out), got {value}")
@@ -137,8 +142,13 @@ class RunConfig:
         if (self.width is None) != (self.height is None):
             missing = "height" if self.height is None else "width"
             raise bad(missing, "is missing; give both width and height, or neither")
-        if self.pixel_format is not None and not re.fullmatch(r"[A-Za-z0-9_]{2,16}", self.pixel_format):
-            raise bad("pixel_format", f"invalid pixel format {self.pixel_format!r}; use a FOURCC such as YUYV or MJPG")
+        if self.pixel_format is not None and not FOURCC_RE.fullmatch(self.pixel_format):
+            raise bad("pixel_format", f"invalid pixel format {self.pixel_format!r}; use a FOURCC of exactly 4 "
+                      "characters such as MJPG or YUYV (`v4l2-ctl --list-formats-ext` lists the card's)")  # fmt: skip
+        if self.out_per_run and self.out is None:
+            raise bad("out_per_run", "needs 'out', the folder that holds the run folders; set out or remove out_per_run")
+        if self.keep_runs is not None and not self.out_per_run:
+            raise bad("keep_runs", "applies to per-run folders only; set out_per_run: true or remove keep_runs")
         parse_roi(self.roi, where)
         for sink in self.sinks:
             if sink not in SINKS:
@@ -177,8 +187,10 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 _KIND = {
     "source": "str", "classifier": "str", "segmenter": "str", "backend": "str", "precision": "str",
     "device": "str", "out": "str", "batch": "int", "max_wait_ms": "float", "queue_size": "int",
-    "roi": "str", "sinks": "list", "allow_rejected": "bool", "width": "int", "height": "int",
+    "roi": "str", "sinks": "list", "allow_rejected": "bool", "allow_unchecked": "bool", "out_per_run": "bool",
+    "keep_runs": "int", "width": "int", "height": "int",
     "fps": "float", "pixel_format": "str", "reconnect_attempts": "int", "reconnect_backoff_s": "float",
+    "max_failed_reads": "int",
     "health_file": "str", "health_interval_s": "float", "health_port": "int", "max_frames": "int",
 }  # fmt: skip
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

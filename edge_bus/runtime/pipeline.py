@@ -9,17 +9,29 @@ behind inference (OpenCV and the backends release the GIL):
     infer       every model on the batch (a backend splits batches above its bundle's maximum)
     post        postprocess each frame, write every sink, count
 
-`Pipeline.run()` returns the summary. Ctrl-C (or `stop()`) stops capturing, drains the queues,
-flushes every sink and returns the summary; a second Ctrl-C abandons the drain. A live source that
-disappears is reopened with exponential backoff; when it does not come back the run ends cleanly.
+`Pipeline.run()` returns the summary. Ctrl-C, SIGTERM (systemd, `docker stop`) or `stop()` stop
+capturing, drain the queues, flush every sink and return the summary; a second signal abandons the
+drain. A live source that fails to deliver `max_failed_reads` frames in a row (each counted as a bad
+frame) is reopened with exponential backoff; when it does not come back the run ends cleanly with
+`summary["source_lost"]` true, which `edge-bus run` turns into exit code 3 so that a service manager
+restarts it. A file source that ends normally is not "lost".
 
-Ctrl-C handling. While `run()` runs in the main thread it installs a SIGINT handler that only counts
-the interrupt (the previous handler is restored afterwards); the main thread waits on Events in short
-timed slices, turns the count into stop/abort and never calls Thread.join. A KeyboardInterrupt
+Live sources and latency. For a live source the prepare stage waits for a free buffer *before* it
+takes frames from the queue (frames taken first would age while newer ones are dropped), and only
+two buffers circulate (one in inference, one being filled), so a frame waits for at most about two
+inferences; with `queue_size` about `batch`, `queue_size + 2 * batch` frames are in flight at most.
+Files use three buffers and take the batch first: nothing is dropped and throughput is what counts.
+
+Signals. While `run()` runs in the main thread it installs SIGINT and SIGTERM handlers that only
+count the signal (the previous handlers are restored afterwards); the main thread waits on Events in
+short timed slices, turns the count into stop/abort and never calls Thread.join. A KeyboardInterrupt
 raised inside `Thread.join` can mark a still-running thread as stopped (CPython 3.11's
 `_wait_for_tstate_lock` releases the thread's own lock on any exception): the main thread then
 closed the sinks under a post stage that was still writing, which lost frames or wedged the video
-writer. The drain is bounded (`drain_timeout_s`), and so is the wait for every stage after it.
+writer. The drain is bounded (`drain_timeout_s`), and so is the wait for every stage after it
+(`worst_case_stop_s()`, which the deployed units' stop timeouts are derived from). While `open()`
+loads the models SIGTERM raises KeyboardInterrupt like Ctrl-C (Python as PID 1 in a container
+would otherwise ignore it).
 
 Benchmarks run the real pipeline without writing files:
     Pipeline(RunConfig(source=uri, classifier=..., segmenter=..., backend=..., precision=...,
@@ -28,6 +40,7 @@ Benchmarks run the real pipeline without writing files:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -49,7 +62,7 @@ from edge_bus.runtime.frames import Frame, FrameResult
 from edge_bus.runtime.models import LoadedModel, load_model
 from edge_bus.runtime.postprocess import classify, region_of, segment
 from edge_bus.runtime.roi import Roi, find_roi, parse_roi
-from edge_bus.runtime.sinks import Sink, make_sinks
+from edge_bus.runtime.sinks import Sink, make_sinks, refuse_overwrite, results_folder
 from edge_bus.runtime.sources import Source, VideoFileSource, open_source
 from edge_bus.runtime.stats import RunStats
 
@@ -58,8 +71,17 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # how often blocked stages look at the stop/abort events
 WAIT_SLICE_S = 0.1  # the main thread's longest uninterrupted wait (Ctrl-C is acted on within this)
 STAGE_EXIT_S = 5.0  # after the drain: how long stages get to leave, once gracefully and once aborted
-POOL_SLOTS = 3  # preprocessed batches in flight: one being filled, one queued, one in inference
+DRAIN_TIMEOUT_S = 15.0  # after a stop: how long the queued frames get to be processed
+POOL_SLOTS = 3  # files: preprocessed batches in flight: one being filled, one queued, one in inference
+LIVE_POOL_SLOTS = 2  # live sources: one in inference, one being filled (a frame waits <= ~2 inferences)
 ROI_FRAMES = 10  # frames looked at by roi="auto"
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+def worst_case_stop_s(drain_timeout_s: float = DRAIN_TIMEOUT_S, stage_exit_s: float = STAGE_EXIT_S) -> float:
+    """Longest wait from a stop signal to the sinks being closed, apart from the close (flush, fsync) itself:
+    the drain, then stage_exit_s for the post stage once aborted, for the other stages, and for a sink write."""
+    return drain_timeout_s + 3 * stage_exit_s
 
 
 def _spec_key(spec: PreprocessSpec) -> str:
@@ -78,11 +100,12 @@ class Pipeline:
         sinks: list[Sink] | None = None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         progress_interval_s: float = 0.5,
-        drain_timeout_s: float = 15.0,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
         roi_frames: int = ROI_FRAMES,
         threads: int | None = None,
         handle_sigint: bool = True,
         stage_exit_s: float = STAGE_EXIT_S,
+        overwrite: bool = True,
     ) -> None:
         self.config = config
         self.source = source
@@ -95,6 +118,8 @@ class Pipeline:
         self.threads = threads
         self.handle_sigint = handle_sigint
         self.stage_exit_s = stage_exit_s
+        self.overwrite = overwrite  # False: refuse to write over an earlier run's results in out/ (the CLI)
+        self.out_dir: Path | None = None  # where this run writes (a per-run folder with out_per_run)
         self.stats = RunStats()
         self.roi: Roi | None = None
         self._owned: list[Any] = []  # things this pipeline opened and must close
@@ -102,8 +127,9 @@ class Pipeline:
         self._abort = threading.Event()  # hard: every stage leaves now
         self._failure: BaseException | None = None
         self._bad_logged = 0
-        self._sigints = 0  # Ctrl-C presses counted by the handler; acted on by the main thread
-        self._sigints_seen = 0
+        self._signals = 0  # SIGINT/SIGTERM counted by the handler; acted on by the main thread
+        self._signals_seen = 0
+        self._last_signal = signal.SIGINT
         self._done: dict[str, threading.Event] = {}  # stage name -> set when the stage has left
         self._sink_lock = threading.Lock()  # the post stage writes and _shutdown closes under it
         self._sinks_closed = False
@@ -125,7 +151,8 @@ class Pipeline:
         if getattr(self, "_opened", False):
             return
         try:
-            self._open_all()
+            with self._sigterm_interrupts():
+                self._open_all()
         except BaseException:
             self._close_owned()
             raise
@@ -133,14 +160,15 @@ class Pipeline:
     def _open_all(self) -> None:
         cfg = self.config
         self._roi_setting = parse_roi(getattr(cfg, "roi", "none"))
+        per_run = bool(getattr(cfg, "out_per_run", False))
+        if self.sinks is None and not per_run:
+            refuse_overwrite(cfg.out, list(cfg.sinks), overwrite=self.overwrite)  # before minutes of model loading
         if self.models is None:
-            options = BackendOptions(device=cfg.device, precision=cfg.precision, allow_rejected=cfg.allow_rejected,
-                                     threads=self.threads)
             self.models = []
             for role in ("classifier", "segmenter"):
                 path = getattr(cfg, role)
                 if path:
-                    model = load_model(role, path, cfg.backend, options)
+                    model = self._load_model(role, path)
                     self.models.append(model)
                     self._owned.append(model)
         if not self.models:
@@ -151,7 +179,11 @@ class Pipeline:
             self._owned.append(self.source)
         if self.sinks is None:
             fps = self.source.fps if isinstance(self.source, VideoFileSource) else (cfg.fps or 25.0)
-            self.sinks = make_sinks(list(cfg.sinks), cfg.out, fps=fps)
+            self.out_dir = results_folder(cfg.out, list(cfg.sinks), per_run=per_run,
+                                          keep_runs=getattr(cfg, "keep_runs", None), overwrite=self.overwrite)
+            self.sinks = make_sinks(list(cfg.sinks), self.out_dir, fps=fps)
+        else:
+            self.out_dir = Path(cfg.out) if getattr(cfg, "out", None) else None
         self.stats.source = self.source.uri
         self.stats.backend = ", ".join(f"{m.role}={m.backend.name}" for m in self.models)
         self._specs = {}
@@ -162,18 +194,24 @@ class Pipeline:
         self._post_q: queue.Queue = queue.Queue(maxsize=2)
         self._free: queue.Queue = queue.Queue()
         batch = max(1, int(cfg.batch))
-        for _ in range(POOL_SLOTS):
+        for _ in range(LIVE_POOL_SLOTS if self.source.live else POOL_SLOTS):
             self._free.put({k: np.empty((batch, 1, s.size, s.size), np.float32) for k, s in self._specs.items()})
         self._opened = True
+
+    def _load_model(self, role: str, path: str) -> LoadedModel:
+        cfg = self.config
+        options = BackendOptions(device=cfg.device, precision=cfg.precision, allow_rejected=cfg.allow_rejected,
+                                 threads=self.threads)
+        return load_model(role, path, cfg.backend, options, allow_unchecked=cfg.allow_unchecked)
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run to the end of the source, max_frames, stop() or Ctrl-C; return the summary."""
         health = None
-        previous_handler = None
+        previous_handlers: dict[int, Any] = {}
         try:
             self.open()  # a Ctrl-C while models load still raises KeyboardInterrupt (nothing runs yet)
-            previous_handler = self._install_sigint()
+            previous_handlers = self._install_signal_handlers()
             cfg = self.config
             if getattr(cfg, "health_file", None) or getattr(cfg, "health_port", None):
                 from edge_bus.runtime.health import HealthReporter
@@ -192,14 +230,14 @@ class Pipeline:
             except KeyboardInterrupt:  # only where our handler is not installed (handle_sigint=False, not main)
                 for name in set(self._done) - started:
                     self._done[name].set()  # a stage that never started has nothing to finish
-                self._sigints += 1
+                self._signals += 1
                 self._wait(health)
             self.stats.finish()
         finally:
             try:
                 self._shutdown(health)
             finally:
-                self._restore_sigint(previous_handler)
+                self._restore_signal_handlers(previous_handlers)
         if self._failure is not None:
             raise self._failure
         return self.summary()
@@ -207,41 +245,67 @@ class Pipeline:
     def summary(self) -> dict[str, Any]:
         data = self.stats.snapshot()
         data["roi"] = self.roi.as_list() if self.roi is not None else None
+        data["capture_format"] = getattr(self.source, "capture_format", None)
+        data["out_dir"] = str(self.out_dir) if self.out_dir is not None else None
         return data
 
-    # -- Ctrl-C -----------------------------------------------------------------------------------
-    def _install_sigint(self):
-        """Count Ctrl-C instead of raising KeyboardInterrupt (main thread only); returns the old handler."""
-        if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
-            return None
+    # -- signals: Ctrl-C and SIGTERM ------------------------------------------------------------------
+    def _handles_signals(self) -> bool:
+        return self.handle_sigint and threading.current_thread() is threading.main_thread()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """Count SIGINT/SIGTERM instead of acting on them (main thread only); returns the old handlers."""
+        previous: dict[int, Any] = {}
+        if not self._handles_signals():
+            return previous
+        for signum in STOP_SIGNALS:
+            try:
+                previous[signum] = signal.signal(signum, self._on_signal)
+            except (ValueError, OSError):  # e.g. an embedded interpreter without signal support
+                pass
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def _sigterm_interrupts(self):
+        """While models load (nothing runs yet): SIGTERM raises KeyboardInterrupt, as Ctrl-C does."""
+        if not self._handles_signals():
+            yield
+            return
         try:
-            return signal.signal(signal.SIGINT, self._on_sigint)
-        except (ValueError, OSError):  # e.g. an embedded interpreter without signal support
-            return None
+            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        except (ValueError, OSError):
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
-    def _restore_sigint(self, previous) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-    def _on_sigint(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         # Runs in the main thread between two bytecodes, possibly inside a lock-holding call:
-        # only count here (no locks, no Event.set); the main thread's wait loop acts on it.
-        self._sigints += 1
+        # only record here (no locks, no Event.set); the main thread's wait loop acts on it.
+        self._last_signal = signum
+        self._signals += 1
 
-    def _interrupted(self, presses: int) -> None:
-        if presses >= 2 or self._stop.is_set():  # a Ctrl-C during a drain abandons it
-            self.stats.ended_because = "interrupted twice (queue abandoned)"
-            log.warning("interrupted again: abandoning what is still queued")
+    def _interrupted(self, count: int) -> None:
+        how = STOP_SIGNALS.get(self._last_signal, "interrupted")
+        if count >= 2 or self._stop.is_set():  # a second signal during a drain abandons it
+            self.stats.ended_because = f"{how} twice (queue abandoned)"
+            log.warning("%s again: abandoning what is still queued", how)
             self.abort()
         else:
-            self.stats.ended_because = "interrupted"
-            log.warning("interrupted: finishing the queued frames (Ctrl-C again to abandon them)")
+            self.stats.ended_because = how
+            log.warning("%s: finishing the queued frames (Ctrl-C again to abandon them)", how)
             self._stop.set()
 
-    def _poll_sigint(self) -> None:
-        while self._sigints_seen < self._sigints:
-            self._sigints_seen += 1
-            self._interrupted(self._sigints_seen)
+    def _poll_signals(self) -> None:
+        while self._signals_seen < self._signals:
+            self._signals_seen += 1
+            self._interrupted(self._signals_seen)
 
     # -- waiting ----------------------------------------------------------------------------------
     def _wait(self, health) -> None:
@@ -254,9 +318,9 @@ class Pipeline:
             try:
                 finished = post_done.wait(max(0.001, min(WAIT_SLICE_S, next_report - time.monotonic())))
             except KeyboardInterrupt:  # a handler other than ours raised it (not in the main thread)
-                self._sigints += 1
+                self._signals += 1
                 finished = False
-            self._poll_sigint()
+            self._poll_signals()
             if finished:
                 break
             now = time.monotonic()
@@ -283,7 +347,7 @@ class Pipeline:
             while time.monotonic() < deadline and not all(self._done[n].is_set() for n in names):
                 pending = next(n for n in names if not self._done[n].is_set())
                 self._done[pending].wait(WAIT_SLICE_S)
-                self._poll_sigint()
+                self._poll_signals()
             if all(self._done[n].is_set() for n in names):
                 return
             if self._abort.is_set():
@@ -303,7 +367,8 @@ class Pipeline:
 
     @staticmethod
     def _health_stats(snap: dict[str, Any]) -> dict[str, Any]:
-        keys = ("fps", "frames", "drops", "bad_frames", "last_error", "backend", "source", "reconnects")
+        keys = ("fps", "frames", "drops", "bad_frames", "last_error", "backend", "source", "reconnects",
+                "ended_because", "source_lost")
         return {k: snap[k] for k in keys}
 
     def _shutdown(self, health) -> None:
@@ -378,27 +443,31 @@ class Pipeline:
     def _capture(self) -> None:
         src, q, cfg = self.source, self._frames_q, self.config
         max_frames = getattr(cfg, "max_frames", None)
+        tolerated = int(getattr(cfg, "max_failed_reads", 5))
         captured = 0
+        failed_reads = 0  # failed reads in a row, each counted as a bad frame; reset by a good read
         failures = 0  # consecutive failed reconnects; reset by a good read
         try:
             while not self._stop.is_set():
                 if max_frames and captured >= max_frames and not src.live:  # live: counted as processed, in _post
                     self.stats.ended_because = self.stats.ended_because or "max_frames"
                     break
-                try:
-                    frame = src.read()
-                except (SourceError, cv2.error, OSError) as exc:
-                    self.stats.error(f"{src.uri}: {exc}")
-                    frame = None
+                frame, error = self._read(src)
                 if frame is None:
                     if src.exhausted():
                         self.stats.ended_because = self.stats.ended_because or "end of source"
                         break
+                    failed_reads += 1
+                    if failed_reads <= tolerated:
+                        self._bad(f"{src.uri}: read failed{': ' + error if error else ''} ({failed_reads} in a row; "
+                                  f"the source is reopened after {tolerated})")
+                        continue
+                    failed_reads = 0
                     failures = self._reconnect(failures)
                     if failures < 0:
                         break
                     continue
-                failures = 0
+                failed_reads = failures = 0
                 captured += 1
                 if src.live:
                     self.stats.drops += q.put_newest(frame)
@@ -406,6 +475,14 @@ class Pipeline:
                     break
         finally:
             q.put_newest(END) if src.live else q.put(END)
+
+    def _read(self, src: Source) -> tuple[Frame | None, str | None]:
+        """(frame, None), (None, None) when the source gave nothing, (None, error) when reading raised."""
+        try:
+            return src.read(), None
+        except (SourceError, cv2.error, OSError) as exc:
+            self.stats.error(f"{src.uri}: {exc}")
+            return None, str(exc)
 
     def _reconnect(self, failures: int) -> int:
         """Reopen a lost live source with exponential backoff. Returns the new failure count, -1 = give up."""
@@ -425,6 +502,7 @@ class Pipeline:
                 continue
             self.stats.reconnects += 1
             return failures
+        self.stats.source_lost = True
         self.stats.ended_because = self.stats.ended_because or f"source lost after {attempts} reconnect attempts"
         self.stats.error(f"{src.uri}: gave up after {attempts} reconnect attempts")
         log.error("%s: source did not come back after %d attempts; ending the run", src.uri, attempts)
@@ -470,37 +548,61 @@ class Pipeline:
             image = self.roi.crop(image)
         return to_gray(image, what=what)
 
-    def _bad(self, frame: Frame, reason: str) -> None:
+    def _bad(self, reason: str) -> None:
         self.stats.add_bad(reason)
         self._bad_logged += 1
         if self._bad_logged <= 10 or self._bad_logged % 100 == 0:
             log.warning("bad frame skipped (%d so far): %s", self.stats.bad_frames, reason)
 
     def _prepare(self) -> None:
+        live = self.source.live
         try:
-            for frames in self._batches():
-                t0 = time.perf_counter()
-                good, grays = [], []
-                for frame in frames:
-                    try:
-                        grays.append(self._check(frame))
-                        good.append(frame)
-                    except PreprocessError as exc:
-                        self._bad(frame, str(exc))
-                if not good:
-                    continue
-                checked = time.perf_counter()
-                slot = self._get(self._free)  # waiting for a free buffer is not preprocessing time
+            batches = self._batches()
+            while True:
+                slot = self._get(self._free) if live else None  # live: a free buffer first, then the newest frames
                 if slot is END:
                     return
-                t1 = time.perf_counter()
-                tensors = {k: preprocess_batch(grays, spec, out=slot[k]) for k, spec in self._specs.items()}
-                prep_ms = (checked - t0 + time.perf_counter() - t1) * 1e3
-                roi = self.roi.as_list() if self.roi is not None else None
-                if not self._put(self._infer_q, (good, tensors, slot, prep_ms, roi)):
+                frames = next(batches, None)
+                if frames is None:
+                    return
+                item = self._preprocessed(frames, slot)
+                if item is END:
+                    return
+                if item is None:  # every frame was bad
+                    if slot is not None:
+                        self._free.put(slot)
+                    continue
+                if not self._put(self._infer_q, item):
                     return
         finally:
             self._put(self._infer_q, END)
+
+    def _valid_frames(self, frames: list[Frame]) -> tuple[list[Frame], list[np.ndarray]]:
+        good, grays = [], []
+        for frame in frames:
+            try:
+                grays.append(self._check(frame))
+                good.append(frame)
+            except PreprocessError as exc:
+                self._bad(str(exc))
+        return good, grays
+
+    def _preprocessed(self, frames: list[Frame], slot: Any) -> Any:
+        """(good frames, tensors, slot, prep_ms, roi); None when every frame was bad; END when aborted."""
+        t0 = time.perf_counter()
+        good, grays = self._valid_frames(frames)
+        if not good:
+            return None
+        checked = time.perf_counter()
+        if slot is None:
+            slot = self._get(self._free)  # files: waiting for a free buffer is not preprocessing time
+            if slot is END:
+                return END
+        t1 = time.perf_counter()
+        tensors = {k: preprocess_batch(grays, spec, out=slot[k]) for k, spec in self._specs.items()}
+        prep_ms = (checked - t0 + time.perf_counter() - t1) * 1e3
+        roi = self.roi.as_list() if self.roi is not None else None
+        return good, tensors, slot, prep_ms, roi
 
     # -- stage 3: inference ----------------------------------------------------------------------
     def _infer(self) -> None:

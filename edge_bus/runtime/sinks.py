@@ -3,6 +3,12 @@
 A sink has `write(result)` and `close()`; `close()` flushes everything (it runs on Ctrl-C too).
 `make_sinks(names, out_dir)` builds them in a fixed order (masks first, so the JSONL record can
 name the mask file).
+
+The results folder. `results_folder(out, per_run=True, keep_runs=N)` makes a fresh
+`out/<UTC start YYYYmmddTHHMMSSZ>-<pid>/` for every run, points `out/latest` at it and deletes the
+oldest run folders so that N are left (never the current one): a restarted service never wipes
+what an earlier run wrote. Without per-run folders the results go to `out/` itself, and
+`refuse_overwrite(out, names)` stops a run that would overwrite an earlier run's results.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -173,6 +182,117 @@ class WindowSink(Sink):
                 cv2.destroyWindow(self.title)
             except cv2.error:
                 pass
+
+
+# -- the results folder ---------------------------------------------------------------------------
+RUN_FOLDER_RE = re.compile(r"^\d{8}T\d{6}Z-\d+(-\d+)?$")  # 20250102T030405Z-1234, -1234-2 on a name clash
+LATEST = "latest"
+RESULT_FILES = {"jsonl": "results.jsonl", "overlay": "overlay.mp4"}
+SUMMARY_FILE = "summary.json"
+MASK_RE = re.compile(r"^\d{6,}\.png$")  # masks/<frame id>.png
+
+
+def run_folder_name(started: datetime, pid: int) -> str:
+    return f"{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{pid}"
+
+
+def make_run_folder(out: Path, *, started: datetime | None = None, pid: int | None = None) -> Path:
+    """A new, empty out/<UTC start>-<pid>[-n]/ (a suffix only when a restart reuses the second and pid)."""
+    name = run_folder_name(started or datetime.now(timezone.utc), os.getpid() if pid is None else pid)
+    out.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        folder = out / (name if attempt == 0 else f"{name}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{out}: cannot make a new run folder {name}: 1000 of that name exist; clean up the folder")
+
+
+def point_latest_at(folder: Path) -> None:
+    """out/latest -> the run folder (relative, replaced atomically); a filesystem without links gets none."""
+    link = folder.parent / LATEST
+    tmp = folder.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(folder.name, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        log.warning("%s: cannot point %s at the new run folder (%s); find the newest run by its name", link, LATEST, exc)
+
+
+def run_folders(out: Path) -> list[Path]:
+    """The run folders in `out`, oldest first (by the start time in the name, then by modification time)."""
+    if not out.is_dir():
+        return []
+    found = [p for p in out.iterdir() if RUN_FOLDER_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: (p.name[:16], p.stat().st_mtime))
+
+
+def prune_run_folders(out: Path, keep: int, current: Path) -> list[Path]:
+    """Delete the oldest run folders so that `keep` are left, the current one counted and never deleted."""
+    others = [p for p in run_folders(out) if p != current]
+    doomed = others[: max(0, len(others) - (keep - 1))]
+    for folder in doomed:
+        try:
+            shutil.rmtree(folder)
+            log.info("deleted old run folder %s (keep_runs %d)", folder, keep)
+        except OSError as exc:
+            log.warning("cannot delete old run folder %s: %s", folder, exc)
+    return doomed
+
+
+def earlier_results(out: Path, names: list[str]) -> list[Path]:
+    """Files in `out` that a run writing sinks `names` (and summary.json) would overwrite."""
+    found = [out / RESULT_FILES[n] for n in names if n in RESULT_FILES and (out / RESULT_FILES[n]).exists()]
+    if (out / SUMMARY_FILE).exists():
+        found.append(out / SUMMARY_FILE)
+    masks = out / "masks"
+    if "masks" in names and masks.is_dir() and any(MASK_RE.match(p.name) for p in masks.iterdir()):
+        found.append(masks)
+    return found
+
+
+def refuse_overwrite(out: str | Path | None, names: list[str], *, overwrite: bool) -> None:
+    """ConfigError when `out` holds an earlier run's results and `overwrite` is off."""
+    if out is None or overwrite:
+        return
+    found = earlier_results(Path(out), names)
+    if found:
+        raise ConfigError(
+            f"{found[0]}: results of an earlier run are in the way; pass --overwrite to replace them, "
+            "--per-run-folder (out_per_run: true) to keep every run, or another --out"
+        )
+
+
+def remove_earlier_results(out: Path, names: list[str]) -> None:
+    """--overwrite: delete what an earlier run wrote, so that no stale mask outlives its run."""
+    for path in earlier_results(out, names):
+        if path.is_dir():
+            for mask in path.iterdir():
+                if MASK_RE.match(mask.name):
+                    mask.unlink()
+        else:
+            path.unlink()
+
+
+def results_folder(out: str | Path | None, names: list[str], *, per_run: bool = False, keep_runs: int | None = None,
+                   overwrite: bool = True) -> Path | None:  # fmt: skip
+    """Where this run writes: a new run folder (per_run), else `out` (earlier results refused or removed)."""
+    if out is None:
+        return None
+    out = Path(out)
+    if not per_run:
+        refuse_overwrite(out, names, overwrite=overwrite)
+        if out.is_dir():
+            remove_earlier_results(out, names)
+        return out
+    folder = make_run_folder(out)
+    point_latest_at(folder)
+    if keep_runs is not None:
+        prune_run_folders(out, keep_runs, folder)
+    return folder
 
 
 def make_sinks(names: list[str], out_dir: str | Path | None, *, fps: float = 25.0) -> list[Sink]:

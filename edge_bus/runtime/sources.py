@@ -9,14 +9,30 @@
     synthetic://?fps=30&size=256x256    phantom frames at a given rate (frames=N ends after N)
 
 `open_source(uri, **options) -> Source`. A source's `read()` returns the next `Frame`, or None at the
-end (files) or when the stream is lost (live sources; the pipeline then calls `reopen()` with backoff).
-Every frame carries an id, a capture timestamp and its source name (the file name for folders).
+end (files) or when a read fails (live sources; the pipeline counts failed reads and then calls
+`reopen()` with backoff). Every frame carries an id, its source name (the file name for folders) and
+its arrival time: for a live source the moment the frame arrived (after waiting for the camera), so
+`decode_ms` and the pipeline's total latency never include that wait. (For OpenCV's FFMPEG network
+streams decoding happens while waiting, in `grab()`, so there `decode_ms` is the colour conversion.)
+
+A GStreamer pipeline is live unless its first element reads a file (filesrc, multifilesrc, or a
+uridecodebin/playbin with a file:// uri): such a pipeline loses no frame and ends the run at its end.
+Reading a capture card through GStreamer (hardware conversion on a Jetson) is such a pipeline, e.g.
+    v4l2src device=/dev/video0 ! image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegdec !
+    videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1
+(frame rates are fractions: 60000/1001 for 59.94, see `gst_framerate`).
+
+A V4L2 device is asked for width, height, fps and pixel_format; what the card really gives is read
+back (`source.capture_format`: asked, got, mismatch) and a mismatch is logged as a warning.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import logging
+import re
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +43,8 @@ import numpy as np
 from edge_bus.errors import SourceError
 from edge_bus.runtime.frames import Frame
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv"}
 NETWORK_SCHEMES = ("rtsp", "rtsps", "udp", "rtp", "rtmp", "http", "https", "tcp", "srt")
@@ -36,6 +54,7 @@ class Source:
     """Base class: subclasses implement `_open`, `_read_image` and `_release`."""
 
     live = False  # live sources drop old frames when inference falls behind and are reconnected
+    capture_format: dict[str, Any] | None = None  # V4L2: {"asked", "got", "mismatch"} after opening
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -44,13 +63,16 @@ class Source:
 
     # -- what the pipeline calls ------------------------------------------------------------
     def read(self) -> Frame | None:
-        t0 = time.perf_counter()
+        if not self._wait_for_frame():
+            return None
+        arrived, arrived_wall = time.perf_counter(), time.time()  # latencies count from here
         got = self._read_image()
         if got is None:
             return None
         image, name, error = got
-        t1 = time.perf_counter()
-        frame = Frame(id=self._next_id, image=image, source=name, t_mono=t0, decode_ms=(t1 - t0) * 1e3, error=error)
+        decode_ms = (time.perf_counter() - arrived) * 1e3
+        frame = Frame(id=self._next_id, image=image, source=name, t_capture=arrived_wall, t_mono=arrived,
+                      decode_ms=decode_ms, error=error)  # fmt: skip
         self._next_id += 1
         return frame
 
@@ -78,6 +100,10 @@ class Source:
     # -- what subclasses implement ------------------------------------------------------------
     def _open(self) -> None:  # pragma: no cover - trivial
         pass
+
+    def _wait_for_frame(self) -> bool:
+        """Block until a frame has arrived (live sources); False when none will. Not decode time."""
+        return True
 
     def _read_image(self) -> tuple[Any, str, str | None] | None:  # (image, source name, error)
         raise NotImplementedError
@@ -192,31 +218,94 @@ def gstreamer_available() -> bool:
     return False
 
 
-class CaptureSource(_OpenCVCaptureMixin, Source):
-    """A live cv2.VideoCapture: keeps the newest frames, reconnects when the stream is lost."""
+def _video_capture(target: str | int, api: int, params: list[int]) -> Any:
+    """cv2.VideoCapture (tests replace this with a fake camera)."""
+    return cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
 
-    live = True
+
+class CaptureSource(_OpenCVCaptureMixin, Source):
+    """A cv2.VideoCapture stream: live ones keep the newest frames and are reconnected when lost."""
 
     def __init__(self, uri: str, target: str | int, api: int, *, props: list[tuple[int, float]] = (),
-                 params: list[int] = (), hint: str = "") -> None:
+                 params: list[int] = (), hint: str = "", live: bool = True,
+                 asked: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__(uri)
         self.target = target
         self.api = api
         self.props = list(props)
         self.params = list(params)
         self.hint = hint
-        self._cap: cv2.VideoCapture | None = None
+        self.live = live
+        self.asked = asked  # V4L2: the capture format asked for, read back after opening
+        self._cap: Any = None
         self._open()
 
     def _open(self) -> None:
-        cap = cv2.VideoCapture(self.target, self.api, self.params) if self.params else cv2.VideoCapture(self.target, self.api)
+        cap = _video_capture(self.target, self.api, self.params)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.uri}: cannot open this capture source{'; ' + self.hint if self.hint else ''}")
         for prop, value in self.props:
             cap.set(prop, value)
+        if self.asked is not None:
+            self.capture_format = check_capture_format(self.uri, self.asked, read_capture_format(cap))
         self._cap = cap
 
+    def _wait_for_frame(self) -> bool:
+        return self._cap is not None and bool(self._cap.grab())
+
+    def _read_image(self):
+        if self._cap is None:
+            return None
+        ok, image = self._cap.retrieve()
+        if not ok:
+            return None
+        return image, self.name, None
+
+
+def fourcc_text(code: float) -> str | None:
+    """OpenCV's CAP_PROP_FOURCC number as text ("MJPG"); None when the driver gives no printable code."""
+    n = int(code)
+    text = "".join(chr((n >> (8 * i)) & 0xFF) for i in range(4))
+    return text if n > 0 and text.isprintable() else None
+
+
+def read_capture_format(cap: Any) -> dict[str, Any]:
+    """What the device gives after the format was set (0 / None: the driver does not say)."""
+    return {
+        "pixel_format": fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)),
+        "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        "fps": round(float(cap.get(cv2.CAP_PROP_FPS)), 3),
+    }
+
+
+def _differs(key: str, asked: Any, got: Any) -> bool:
+    if not got:  # unknown: nothing to compare
+        return False
+    if key == "fps":
+        return abs(float(got) - float(asked)) > 0.01 * float(asked)
+    if key == "pixel_format":
+        return str(got).strip().upper() != str(asked).strip().upper()
+    return int(got) != int(asked)
+
+
+def _describe_format(f: dict[str, Any]) -> str:
+    size = f"{f.get('width') or '?'}x{f.get('height') or '?'}" if ("width" in f or "height" in f) else ""
+    fps = f"@{f['fps']:g} fps" if f.get("fps") else ""
+    return " ".join(p for p in (f.get("pixel_format") or "", size, fps) if p) or "the default"
+
+
+def check_capture_format(uri: str, asked: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+    """{"asked", "got", "mismatch": [keys]}; a mismatch is logged as a warning naming both."""
+    mismatch = [key for key, value in asked.items() if _differs(key, value, got.get(key))]
+    if mismatch:
+        shown = {k: got.get(k) for k in asked}
+        device = uri.split("://", 1)[-1] or "/dev/video0"
+        log.warning("%s: asked for %s, the device gives %s (%s differ); list what it supports with "
+                    "`v4l2-ctl -d %s --list-formats-ext`", uri, _describe_format(asked), _describe_format(shown),
+                    ", ".join(mismatch), device)  # fmt: skip
+    return {"asked": dict(asked), "got": dict(got), "mismatch": mismatch}
 
 
 def _v4l2_source(uri: str, target: str, options: dict[str, Any]) -> Source:
@@ -227,19 +316,24 @@ def _v4l2_source(uri: str, target: str, options: dict[str, Any]) -> Source:
             "and check the capture card is plugged in (and the udev rule gave you access)"
         )
     props: list[tuple[int, float]] = []
+    asked: dict[str, Any] = {}
     pixel_format = options.get("pixel_format")
     if pixel_format:
         if len(pixel_format) != 4:
             raise SourceError(f"{uri}: pixel_format must be a four-character code such as MJPG or YUYV, got '{pixel_format}'")
+        asked["pixel_format"] = pixel_format.upper()
         props.append((cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*pixel_format.upper())))
     if options.get("width"):
+        asked["width"] = int(options["width"])
         props.append((cv2.CAP_PROP_FRAME_WIDTH, int(options["width"])))
     if options.get("height"):
+        asked["height"] = int(options["height"])
         props.append((cv2.CAP_PROP_FRAME_HEIGHT, int(options["height"])))
     if options.get("fps"):
+        asked["fps"] = float(options["fps"])
         props.append((cv2.CAP_PROP_FPS, float(options["fps"])))
     props.append((cv2.CAP_PROP_BUFFERSIZE, 1))  # keep the driver's queue short: newest frame wins
-    return CaptureSource(uri, device, cv2.CAP_V4L2, props=props,
+    return CaptureSource(uri, device, cv2.CAP_V4L2, props=props, asked=asked,
                          hint="check the device is free (`fuser " + device + "`) and supports the size/format asked")
 
 
@@ -252,23 +346,41 @@ def _gst_source(uri: str, pipeline: str, options: dict[str, Any]) -> Source:
             "use the system OpenCV (`sudo apt install python3-opencv`, then `pip uninstall opencv-python-headless` "
             "in this environment or create it with --system-site-packages), or read the card with v4l2:///dev/videoN"
         )
-    return CaptureSource(uri, pipeline, cv2.CAP_GSTREAMER, hint="test the pipeline with `gst-launch-1.0` (replace appsink by fakesink)")
+    live = gst_pipeline_is_live(pipeline)
+    if not live and re.search(r"\bappsink\b[^!]*\bdrop=(true|1)\b", pipeline):
+        log.warning("%s: reads a file, but `appsink drop=true` throws frames away; remove drop=true to keep every frame", uri)
+    return CaptureSource(uri, pipeline, cv2.CAP_GSTREAMER, live=live,
+                         hint="test the pipeline with `gst-launch-1.0` (replace appsink by fakesink)")
+
+
+FILE_ELEMENTS = ("filesrc", "multifilesrc", "splitfilesrc")
+URI_ELEMENTS = ("uridecodebin", "uridecodebin3", "urisourcebin", "playbin", "playbin3")
+
+
+def gst_pipeline_is_live(pipeline: str) -> bool:
+    """False when the pipeline's first element reads a file (its frames must all be processed)."""
+    first = pipeline.split("!", 1)[0].strip()
+    element = first.split(None, 1)[0] if first else ""
+    if element in FILE_ELEMENTS:
+        return False
+    return not (element in URI_ELEMENTS and re.search(r"\buri=[\"']?file://", first))
+
+
+def gst_framerate(fps: float) -> str:
+    """A frame rate as GStreamer caps want it: 30 -> 30/1, 59.94 -> 60000/1001, 12.5 -> 25/2."""
+    ntsc = round(fps * 1.001)  # 29.97, 59.94, 23.976 are n * 1000 / 1001
+    if abs(fps - round(fps)) > 0.005 and abs(fps - ntsc * 1000 / 1001) < 0.005:
+        return f"{ntsc * 1000}/1001"
+    rate = Fraction(fps).limit_denominator(1000)
+    return f"{rate.numerator}/{rate.denominator}"
 
 
 def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30) -> str:
     """The usual JetPack pipeline for a CSI camera, ending in an appsink that keeps the newest frame."""
     return (
         f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM),width={width},height={height},"
-        f"framerate={int(fps)}/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
-        "appsink drop=true max-buffers=1"
-    )
-
-
-def v4l2_gst_pipeline(device: str = "/dev/video0", width: int = 1920, height: int = 1080, fps: float = 30) -> str:
-    """How a capture card is read through GStreamer on JetPack (hardware colour conversion)."""
-    return (
-        f"v4l2src device={device} ! video/x-raw,width={width},height={height},framerate={int(fps)}/1 ! "
-        "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+        f"framerate={gst_framerate(fps)} ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+        "video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
     )
 
 
@@ -324,10 +436,10 @@ class SyntheticSource(Source):
     def exhausted(self) -> bool:
         return self.frames is not None and self._next_id >= self.frames
 
-    def _read_image(self):
+    def _wait_for_frame(self) -> bool:
         i = self._next_id
         if self.frames is not None and i >= self.frames:
-            return None
+            return False
         if self.fps > 0:
             now = time.perf_counter()
             if self._start is None:
@@ -335,7 +447,10 @@ class SyntheticSource(Source):
             due = self._start + i / self.fps
             if due > now:
                 time.sleep(due - now)  # pacing a simulated camera, not synchronization
-        return self._pool[i % len(self._pool)], self.name, None
+        return True
+
+    def _read_image(self):
+        return self._pool[self._next_id % len(self._pool)], self.name, None
 
 
 def _parse_size(text: str, uri: str) -> tuple[int, int]:

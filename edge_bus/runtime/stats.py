@@ -26,6 +26,7 @@ class RunStats:
         self.backend = ""
         self.source = ""
         self.ended_because = ""
+        self.source_lost = False  # a live source did not come back: the run failed (edge-bus run exits 3)
         self._latency: dict[str, deque] = {s: deque(maxlen=window) for s in STAGES}
         self._first_done: float | None = None
         self._last_done: float | None = None
@@ -89,4 +90,5 @@ class RunStats:
             "backend": self.backend,
             "source": self.source,
             "ended_because": self.ended_because,
+            "source_lost": self.source_lost,
         }

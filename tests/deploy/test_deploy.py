@@ -109,6 +109,45 @@ def test_runtime_unit_contract(target):
     assert '"${PREFIX}/bin/edge-bus-build-engines"' in lib
 
 
+def seconds(value: str) -> float:
+    """A systemd time span of the units here: '45', '45s', '2min'."""
+    match = re.fullmatch(r"(\d+)\s*(s|sec|min)?", value)
+    assert match, f"cannot read the time span {value!r}"
+    return int(match.group(1)) * (60 if match.group(2) == "min" else 1)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_runtime_unit_keeps_devices_reachable(target):
+    """ProtectClock= implies DeviceAllow=char-rtc r before systemd 253 (JetPack 6 has 249), and any
+    DeviceAllow= closes every other device: the capture card and the GPU nodes."""
+    d = directives(unit_text(target, "edge-bus.service"))
+    assert "ProtectClock" not in d and "DeviceAllow" not in d and "DevicePolicy" not in d and "PrivateDevices" not in d
+    assert d["SystemCallFilter"] == ["~@clock"] and d["CapabilityBoundingSet"] == [""]  # the clock stays protected
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_runtime_unit_stops_after_the_drain_and_keeps_the_final_health(target):
+    from edge_bus.runtime.pipeline import worst_case_stop_s
+
+    d = directives(unit_text(target, "edge-bus.service"))
+    assert d["RuntimeDirectoryPreserve"] == ["yes"]  # health.json says "stopped" after a stop
+    assert d["KillSignal"] == ["SIGTERM"]
+    # the drain's bounded waits, plus time to flush/fsync the sinks and close the backend
+    assert seconds(d["TimeoutStopSec"][0]) >= worst_case_stop_s() + 10
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_containers_stop_cleanly(dockerfile):
+    from edge_bus.runtime.pipeline import worst_case_stop_s
+
+    text = dockerfile.read_text()
+    assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.MULTILINE)
+    timeouts = [int(t) for t in re.findall(r"--stop-timeout (\d+)", text)]
+    assert timeouts and min(timeouts) >= worst_case_stop_s() + 10  # docker's default 10 s is too short
+    readme = (DEPLOY / "README.md").read_text()
+    assert f"--stop-timeout {min(timeouts)}" in readme
+
+
 # -- shell, Docker ----------------------------------------------------------------------------
 
 
@@ -337,6 +376,14 @@ def test_installs_bring_cuda_python_of_the_cuda_major(target):
         docker = (DEPLOY / "desktop" / "Dockerfile").read_text()
         assert "ARG CUDA_MAJOR=12" in docker and '"cuda-python>=${CUDA_MAJOR},<$((CUDA_MAJOR + 1))"' in docker
     assert "cudart_module()" in (DEPLOY / target / "Dockerfile").read_text()  # the build fails without it
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_example_config_keeps_every_run_and_asks_for_mjpg(target):
+    cfg = load_run_config(DEPLOY / target / "config.yaml")
+    assert cfg.out_per_run and cfg.keep_runs  # a restart never overwrites an earlier run's results
+    assert cfg.pixel_format == "MJPG"  # YUYV 1920x1080@30 does not fit through USB 2
+    assert cfg.queue_size <= cfg.batch  # live: few frames in flight, bounded latency
 
 
 @pytest.mark.parametrize("target", TARGETS)

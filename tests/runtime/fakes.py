@@ -108,3 +108,70 @@ class FlakyLiveSource(Source):
 
     def _release(self) -> None:
         self.released.set()
+
+
+class GlitchyLiveSource(Source):
+    """A live source that plays `script`: an image is a good read, None a failed one; it ends after it."""
+
+    live = True
+
+    def __init__(self, script, shape=(48, 64)) -> None:
+        super().__init__("glitchy://cam")
+        self.script = list(script)
+        self.shape = shape
+        self.reopen_calls = 0
+        self._i = 0
+
+    def exhausted(self) -> bool:
+        return self._i >= len(self.script)
+
+    def _read_image(self):
+        if self.exhausted():
+            return None
+        self._i += 1
+        if self.script[self._i - 1] is None:
+            return None
+        return np.full(self.shape, 128, np.uint8), self.name, None
+
+    def reopen(self) -> None:
+        self.reopen_calls += 1
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture: remembers what was set, reports `gives` back, frames after `wait_s`."""
+
+    def __init__(self, gives: dict | None = None, wait_s: float = 0.0, shape=(48, 64, 3)) -> None:
+        import cv2
+
+        self.props = {cv2.CAP_PROP_FOURCC: 0.0, cv2.CAP_PROP_FRAME_WIDTH: 640.0, cv2.CAP_PROP_FRAME_HEIGHT: 480.0,
+                      cv2.CAP_PROP_FPS: 30.0}  # fmt: skip
+        self.gives = gives or {}  # prop -> value the "card" reports whatever was asked
+        self.set_calls: list[tuple[int, float]] = []
+        self.wait_s = wait_s
+        self.shape = shape
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        self.set_calls.append((prop, value))
+        self.props[prop] = value
+        return True
+
+    def get(self, prop) -> float:
+        return float(self.gives.get(prop, self.props.get(prop, 0.0)))
+
+    def grab(self) -> bool:
+        time.sleep(self.wait_s)  # the camera's frame interval: waiting, not decoding
+        return True
+
+    def retrieve(self):
+        return True, np.full(self.shape, 77, np.uint8)
+
+    def read(self):
+        self.grab()
+        return self.retrieve()
+
+    def release(self) -> None:
+        self.released = True

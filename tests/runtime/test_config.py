@@ -64,6 +64,12 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("allow_rejected: 'yes'", "allow_rejected", "true or false"),
         ("queue_size: null", "queue_size", "cannot be empty"),
         ("pixel_format: 'Y U Y V'", "pixel_format", "FOURCC"),
+        ("pixel_format: NV1", "pixel_format", "exactly 4"),  # the v4l2 source needs exactly 4
+        ("pixel_format: MJPEG", "pixel_format", "exactly 4"),
+        ("max_failed_reads: -1", "max_failed_reads", ">= 0"),
+        ("out_per_run: true", "out_per_run", "needs 'out'"),
+        ("keep_runs: 5", "keep_runs", "out_per_run: true"),
+        ("allow_unchecked: 1", "allow_unchecked", "true or false"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path, line, key, words):
@@ -116,3 +122,11 @@ def test_roundtrip_through_dict():
     cfg = RunConfig(source="a", classifier="b", roi="10,20,300,200", width=640, height=480)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     assert parse_roi(cfg.roi) == (10, 20, 300, 200) and parse_roi("AUTO") == "auto"
+
+
+def test_per_run_keys_and_four_character_pixel_formats(tmp_path):
+    cfg = load_run_config(write(tmp_path, "source: a\nclassifier: b\nout: /r\nout_per_run: true\nkeep_runs: 3\n"
+                                          "pixel_format: 'Y16 '\nmax_failed_reads: 0\nallow_unchecked: true\n"))
+    assert (cfg.out_per_run, cfg.keep_runs, cfg.max_failed_reads, cfg.allow_unchecked) == (True, 3, 0, True)
+    assert RunConfig(source="a", classifier="b").max_failed_reads == 5
+    assert RunConfig(source="a", classifier="b", pixel_format="MJPG").validate().pixel_format == "MJPG"

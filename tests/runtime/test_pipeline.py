@@ -12,7 +12,7 @@ from edge_bus.runtime.pipeline import Pipeline
 from edge_bus.runtime.sinks import JsonlSink, make_sinks
 from edge_bus.runtime.sources import SyntheticSource, open_source
 
-from fakes import FlakyLiveSource, ListSource, fake_model
+from fakes import FlakyLiveSource, GlitchyLiveSource, ListSource, fake_model
 
 
 def cfg(tmp_path: Path, **kw) -> RunConfig:
@@ -120,6 +120,44 @@ def test_source_that_never_comes_back_ends_cleanly(tmp_path):
     summary = Pipeline(c, source=source, models=[fake_model()]).run()
     assert summary["frames"] == 2 and summary["reconnects"] == 0 and source.reopen_calls == 2
     assert "gave up" in summary["last_error"]
+    assert summary["source_lost"] is True  # `edge-bus run` exits 3 on it: a service manager restarts the run
+
+
+@pytest.mark.timeout(60)
+def test_a_file_source_that_ends_is_not_lost(tmp_path):
+    summary = Pipeline(cfg(tmp_path), source=ListSource([np.zeros((40, 50), np.uint8)] * 3), models=[fake_model()]).run()
+    assert summary["ended_because"] == "end of source" and summary["source_lost"] is False
+
+
+@pytest.mark.timeout(60)
+def test_failed_live_reads_are_bad_frames_until_too_many_in_a_row(tmp_path):
+    img = "frame"  # any non-None entry is a good read
+    # 1 and 2 failures in a row: tolerated (max_failed_reads=2), counted as bad frames, no reconnect
+    source = GlitchyLiveSource([img, img, None, img, None, None, img])
+    summary = Pipeline(cfg(tmp_path, max_failed_reads=2), source=source, models=[fake_model()]).run()
+    assert summary["frames"] == 4 and summary["bad_frames"] == 3 and source.reopen_calls == 0
+    assert "read failed" in summary["last_error"]
+    # 3 in a row: the third reopens the source
+    source = GlitchyLiveSource([img, None, None, None, img])
+    c = cfg(tmp_path / "b", max_failed_reads=2, reconnect_backoff_s=0.0)
+    summary = Pipeline(c, source=source, models=[fake_model()]).run()
+    assert summary["frames"] == 2 and summary["bad_frames"] == 2 and source.reopen_calls == 1
+    assert summary["reconnects"] == 1 and summary["source_lost"] is False
+
+
+@pytest.mark.timeout(60)
+def test_live_frames_wait_for_at_most_about_two_inferences(tmp_path):
+    """A live source faster than a slow model: the prepare stage takes a free buffer before it takes
+    frames, and two buffers circulate, so a frame waits for the inference under way and then its own.
+    (Taking the batch first, with three buffers, frames waited about four inferences.)"""
+    delay = 0.1
+    source = SyntheticSource("synthetic://?fps=400", fps=400.0, size=(64, 64), pool=2)
+    c = cfg(tmp_path, batch=4, queue_size=4, max_wait_ms=5.0, max_frames=48)
+    model = fake_model(delay_s=delay)
+    summary = Pipeline(c, source=source, models=[model]).run()
+    assert summary["frames"] == 48 and summary["drops"] > 0
+    assert summary["latency_ms"]["total"]["p50"] < 3 * delay * 1000
+    assert summary["fps"] > 0.5 * 4 / delay  # and the model is kept busy: batches of 4 back to back
 
 
 @pytest.mark.timeout(60)
@@ -171,22 +209,43 @@ def test_roi_results_are_in_full_frame_coordinates(tmp_path):
     assert r["roi"] == [40, 20, 64, 32] and r["lesion"]["box"] == [48, 28, 16, 8]
 
 
+class MemorySampler:
+    """A sink that samples traced Python memory every `every` frames (a fixed number of samples)."""
+
+    name = "memory"
+
+    def __init__(self, every: int) -> None:
+        self.every, self.seen, self.samples = every, 0, []
+
+    def write(self, result) -> None:
+        import tracemalloc
+
+        self.seen += 1
+        if self.seen % self.every == 0:
+            self.samples.append(tracemalloc.get_traced_memory()[0])
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.mark.timeout(60)
 def test_max_frames_and_memory_flat(tmp_path):
     import tracemalloc
 
     source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
-    c = cfg(tmp_path, max_frames=600, sinks=["jsonl"])
+    c = cfg(tmp_path, max_frames=1000, sinks=["jsonl"])
     tracemalloc.start()
-    pipeline = Pipeline(c, source=source, models=[fake_model()])
-    samples = []
-    pipeline.on_progress = lambda s: samples.append(tracemalloc.get_traced_memory()[0])
-    pipeline.progress_interval_s = 0.05
-    summary = pipeline.run()
-    tracemalloc.stop()
-    assert summary["frames"] == 600 and summary["ended_because"] == "max_frames"
-    if len(samples) >= 4:  # traced Python memory does not grow with the number of frames
-        assert samples[-1] < samples[1] + 2_000_000
+    try:
+        pipeline = Pipeline(c, source=source, models=[fake_model()])
+        pipeline.open()
+        sampler = MemorySampler(every=100)
+        pipeline.sinks.append(sampler)
+        summary = pipeline.run()
+    finally:
+        tracemalloc.stop()
+    assert summary["frames"] == 1000 and summary["ended_because"] == "max_frames"
+    assert len(sampler.samples) == 10  # always enough samples: taken per frame, not per second
+    assert sampler.samples[-1] < sampler.samples[1] + 2_000_000  # does not grow with the number of frames
 
 
 class RecordingSink:
@@ -246,6 +305,64 @@ def test_real_sigint_drains_and_the_handler_is_restored(tmp_path):
     assert summary["ended_because"] == "interrupted" and summary["frames"] >= 3
     assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_drains_flushes_and_the_handler_is_restored(tmp_path):
+    """systemd's and `docker stop`'s SIGTERM is handled like Ctrl-C (in a container Python is PID 1,
+    which ignores a signal it has no handler for)."""
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+
+    def sigterm_on_3rd(calls: int) -> None:
+        if calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    c = cfg(tmp_path, batch=1, sinks=["jsonl", "overlay"])
+    pipeline = Pipeline(c, source=source, models=[fake_model(delay_s=0.005, on_call=sigterm_on_3rd)])
+    summary = pipeline.run()
+    assert summary["ended_because"] == "terminated" and summary["frames"] >= 3
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]  # the video was finished
+    cap.release()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_while_models_load_interrupts_like_ctrl_c(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from edge_bus.runtime import pipeline as pipeline_module
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def load_model(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # `docker stop` during a long engine load
+        return fake_model()
+
+    monkeypatch.setattr(pipeline_module, "load_model", load_model)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(cfg(tmp_path), source=ListSource([])).open()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_allow_unchecked_is_passed_to_load_model(tmp_path, monkeypatch):
+    from edge_bus.runtime import pipeline as pipeline_module
+
+    seen = []
+
+    def load_model(role, path, backend, options, *, allow_unchecked=False):
+        seen.append(allow_unchecked)
+        return fake_model()
+
+    monkeypatch.setattr(pipeline_module, "load_model", load_model)
+    Pipeline(cfg(tmp_path, allow_unchecked=True), source=ListSource([]), sinks=[]).open()
+    Pipeline(cfg(tmp_path), source=ListSource([]), sinks=[]).open()
+    assert seen == [True, False]
 
 
 @pytest.mark.timeout(60)

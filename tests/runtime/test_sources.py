@@ -130,3 +130,86 @@ def test_udp_stream_on_loopback(udp_stream, tmp_path):
     c = RunConfig(source=udp_stream, classifier="x", out=str(tmp_path), max_frames=10, batch=2)
     summary = Pipeline(c, source=src, models=[fake_model()]).run()
     assert summary["frames"] == 10 and summary["ended_because"] == "max_frames"
+
+
+# -- capture format, arrival time, GStreamer --------------------------------------------------------
+def fake_camera(monkeypatch, tmp_path, **kw):
+    """A v4l2 device node (a plain file) opened through a FakeCapture; returns (uri, the fake)."""
+    from edge_bus.runtime import sources
+
+    from fakes import FakeCapture
+
+    device = tmp_path / "video0"
+    device.write_text("")
+    cap = FakeCapture(**kw)
+    monkeypatch.setattr(sources, "_video_capture", lambda target, api, params: cap)
+    return f"v4l2://{device}", cap
+
+
+def test_v4l2_format_is_read_back_and_a_mismatch_warned(monkeypatch, tmp_path, caplog):
+    gives = {cv2.CAP_PROP_FOURCC: cv2.VideoWriter_fourcc(*"YUYV"), cv2.CAP_PROP_FRAME_WIDTH: 1280,
+             cv2.CAP_PROP_FRAME_HEIGHT: 720, cv2.CAP_PROP_FPS: 10}  # a USB 2 card refusing MJPG 1080p30
+    uri, cap = fake_camera(monkeypatch, tmp_path, gives=gives)
+    src = open_source(uri, width=1920, height=1080, fps=30.0, pixel_format="mjpg")
+    assert (cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG")) in cap.set_calls
+    fmt = src.capture_format
+    assert fmt["asked"] == {"pixel_format": "MJPG", "width": 1920, "height": 1080, "fps": 30.0}
+    assert fmt["got"] == {"pixel_format": "YUYV", "width": 1280, "height": 720, "fps": 10.0}
+    assert fmt["mismatch"] == ["pixel_format", "width", "height", "fps"]
+    assert "asked for MJPG 1920x1080 @30 fps" in caplog.text and "gives YUYV 1280x720 @10 fps" in caplog.text
+    assert "--list-formats-ext" in caplog.text
+
+
+def test_v4l2_format_that_matches_is_not_warned_and_lands_in_the_summary(monkeypatch, tmp_path, caplog):
+    from edge_bus.runtime.config import RunConfig
+    from edge_bus.runtime.pipeline import Pipeline
+
+    from fakes import fake_model
+
+    gives = {cv2.CAP_PROP_FOURCC: cv2.VideoWriter_fourcc(*"MJPG"), cv2.CAP_PROP_FPS: 29.97}
+    uri, _ = fake_camera(monkeypatch, tmp_path, gives=gives, shape=(72, 96, 3))
+    src = open_source(uri, width=96, height=72, fps=30.0, pixel_format="MJPG")
+    assert src.capture_format["mismatch"] == [] and "asked for" not in caplog.text  # 29.97 is 30 within 1 %
+    c = RunConfig(source=uri, classifier="x", sinks=[], max_frames=3)
+    summary = Pipeline(c, source=src, models=[fake_model()], handle_sigint=False).run()
+    assert summary["capture_format"]["got"]["pixel_format"] == "MJPG"
+
+
+def test_live_frames_are_timestamped_on_arrival(monkeypatch, tmp_path):
+    """Waiting for the camera is neither decode time nor part of the total latency."""
+    uri, _ = fake_camera(monkeypatch, tmp_path, wait_s=0.05)
+    src = open_source(uri)
+    before = time.perf_counter()
+    frame = src.read()
+    assert frame.t_mono >= before + 0.045 and frame.decode_ms < 20
+    paced = open_source("synthetic://?fps=20&frames=3")  # a paced camera: waits 50 ms per frame
+    frames = list(iter(paced.read, None))
+    assert all(f.decode_ms < 20 for f in frames)
+
+
+def test_gstreamer_pipelines_reading_files_are_not_live(monkeypatch, tmp_path, caplog):
+    from edge_bus.runtime import sources
+    from edge_bus.runtime.sources import gst_pipeline_is_live
+
+    assert gst_pipeline_is_live("v4l2src device=/dev/video0 ! videoconvert ! appsink")
+    assert gst_pipeline_is_live("rtspsrc location=rtsp://cam/1 ! decodebin ! videoconvert ! appsink")
+    assert not gst_pipeline_is_live("filesrc location=clip.mp4 ! decodebin ! videoconvert ! appsink")
+    assert not gst_pipeline_is_live(" multifilesrc location=f%05d.png ! pngdec ! appsink")
+    assert not gst_pipeline_is_live("uridecodebin uri=file:///data/clip.mp4 ! videoconvert ! appsink")
+    assert gst_pipeline_is_live("uridecodebin uri=rtsp://cam/1 ! videoconvert ! appsink")
+    monkeypatch.setattr(sources, "gstreamer_available", lambda: True)
+    from fakes import FakeCapture
+
+    monkeypatch.setattr(sources, "_video_capture", lambda target, api, params: FakeCapture())
+    src = open_source("gst://filesrc location=clip.mp4 ! decodebin ! videoconvert ! appsink drop=true")
+    assert not src.live and src.exhausted()  # its end is the end of the run, and no frame is dropped
+    assert "drop=true" in caplog.text
+    assert open_source("v4l2src ! videoconvert ! appsink drop=true max-buffers=1").live
+
+
+def test_gstreamer_frame_rates_are_fractions():
+    from edge_bus.runtime.sources import csi_pipeline, gst_framerate
+
+    assert [gst_framerate(f) for f in (30, 59.94, 29.97, 23.976, 12.5, 60)] == [
+        "30/1", "60000/1001", "30000/1001", "24000/1001", "25/2", "60/1"]
+    assert "framerate=60000/1001" in csi_pipeline(0, 1920, 1080, 59.94)
