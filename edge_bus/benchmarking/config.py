@@ -59,7 +59,7 @@ class BenchmarkConfig:
         """Reject unknown names and impossible numbers, listing the valid choices."""
         if self.models is None:
             self.models = bundle_models(Path(self.bundles_dir)) if self.bundles_dir is not None else list(DEPLOYED_MODELS)
-        check_choices("model", self.models, DEPLOYED_MODELS if self.bundles_dir is None else None)
+        check_choices("model", self.models, self.valid_models())
         check_choices("backend", self.backends, BACKENDS)
         check_choices("precision", self.precisions, PRECISIONS)
         # A precision no requested backend runs is a mistake; one that only some of them run is
@@ -77,12 +77,37 @@ class BenchmarkConfig:
             raise ConfigError(f"--pipeline-frames must be >= 1, got {self.pipeline_frames}")
         if self.iters < 1 or self.min_iters < 1 or self.warmup < 0 or self.max_seconds <= 0:
             raise ConfigError("--iters and --min-iters must be >= 1, --warmup >= 0 and --max-seconds > 0")
+        if self.max_eval_images is not None and self.max_eval_images < 1:
+            raise ConfigError(f"--max-eval-images must be >= 1 (or left out for all test images), got {self.max_eval_images}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1 (or left out for the library default), got {self.threads}")
+        check_device(self.device)
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {self.out} is a file; give a folder for benchmark.json, benchmark.md and the plots")
         if self.split is not None and self.data is None:
             raise ConfigError("--split needs --data (the BUSI folder the split manifest refers to)")
         if self.split is not None and not Path(self.split).is_file():
             raise ConfigError(f"--split {self.split}: no such file; write one with `edge-bus data split`")
         if self.data is not None:
             check_labelled_folder(Path(self.data))
+
+    def valid_models(self) -> tuple[str, ...]:
+        """The deployed models (a default bundle can be exported for each), plus the bundles folder's."""
+        if self.bundles_dir is None or not Path(self.bundles_dir).is_dir():
+            return DEPLOYED_MODELS
+        return tuple(dict.fromkeys([*DEPLOYED_MODELS, *bundle_models(Path(self.bundles_dir))]))
+
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (N the GPU index)"
+
+
+def check_device(device: str) -> None:
+    """The --device forms the backends understand, refused here rather than by every backend in turn."""
+    if device in ("auto", "cpu", "cuda"):
+        return
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return
+    raise ConfigError(f"--device {device!r} is not a device; choose {DEVICE_HELP}")
 
 
 def bundle_models(folder: Path) -> list[str]:

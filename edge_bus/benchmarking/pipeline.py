@@ -157,6 +157,7 @@ def run_runtime_pipeline(
         max_frames=frames,
         sinks=[],
         allow_rejected=allow_rejected,
+        allow_unchecked=True,  # latency-only default bundles are timed, and labelled so; never scored
     )
     config.validate()
     source = open_bench_source(uri)

@@ -89,6 +89,10 @@ def test_accuracy_on_a_labelled_folder(tiny_bundles, synthetic_busi, tmp_path):
         (["--precision", "fp16"], ["not available with --backend onnxruntime", "fp32"]),
         (["--batch", "16"], ["outside the batch range [1, 8]", "from 1 to 8"]),
         (["--batch", "two"], ["not an integer"]),
+        (["--device", "tpu"], ["not a device", "cuda:N"]),
+        (["--device", "cuda:x"], ["not a device", "cuda:N"]),
+        (["--max-eval-images", "0"], ["--max-eval-images must be >= 1"]),
+        (["--threads", "0"], ["--threads must be >= 1"]),
     ],
 )
 def test_bad_options_are_rejected_before_any_export(args, words, tmp_path):
@@ -163,6 +167,23 @@ def test_classification_accuracy_follows_the_bundles_class_order():
     assert got["weighted_f1"] == pytest.approx(want["weighted_f1"])
     with pytest.raises(Exception, match="not the data's classes"):
         score("classification", logits, test, ["a", "b", "c"], 0.5)
+
+
+def test_unknown_model_with_a_bundles_folder_lists_its_bundles_before_any_export(tiny_bundles, tmp_path):
+    cache = tmp_path / "cache"
+    result = _run(["--bundles", str(tiny_bundles), "--model", "unet,resnet9000", "--out", str(tmp_path / "o"), *SMALL],
+                  env={"EDGE_BUS_CACHE": str(cache)})
+    assert result.exit_code == 2, result.output
+    assert "unknown model 'resnet9000'" in result.output and "unet" in result.output and "vgg19" in result.output
+    assert not cache.exists() and not (tmp_path / "o").exists()
+
+
+def test_out_that_is_a_file_is_rejected_before_any_work(tiny_bundles, tmp_path):
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    result = _run(["--bundles", str(tiny_bundles), "--model", "unet", "--out", str(out), *SMALL])
+    assert result.exit_code == 2 and "is a file" in result.output, result.output
+    assert out.read_text() == "keep me"
 
 
 def test_batch_outside_a_bundles_range_is_rejected(tiny_bundles, tmp_path):

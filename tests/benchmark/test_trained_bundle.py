@@ -39,7 +39,7 @@ def trained(tmp_path_factory, synthetic_busi):
                            task="segmentation", classes=list(CLASSES), preprocessing=PreprocessSpec(size=SIZE),
                            threshold=0.5, split_hash=split.hash, dataset_sha256=split.dataset_sha256, train={"epochs": 1})
     export_bundle(ckpt, root / "bundles" / "unet", formats="onnx,onnx_int8", batch_range=(1, 4),
-                  data=synthetic_busi, parity_images=4, calibration_images=4)
+                  data=synthetic_busi, split=split_path, parity_images=4, calibration_images=4)
     return root / "bundles", split_path, ckpt
 
 
@@ -162,7 +162,7 @@ def test_ensemble_bundle_gets_its_eager_baseline_and_reference(trained, syntheti
     from edge_bus.models.ensemble import EnsembleModel, EnsembleSegmenter, save_ensemble
     from edge_bus.training.checkpoint import load_checkpoint
 
-    _, _, ckpt = trained
+    _, split_path, ckpt = trained
     members = [tmp_path / "a.pt", tmp_path / "b.pt"]
     for m in members:
         shutil.copy(ckpt, m)
@@ -171,7 +171,7 @@ def test_ensemble_bundle_gets_its_eager_baseline_and_reference(trained, syntheti
         path=None, members=members, weights=[0.75, 0.25], mode="weighted", preprocessing=PreprocessSpec(size=SIZE),
         classes=list(CLASSES), split_hash=c.split_hash, dataset_sha256=c.dataset_sha256))
     export_bundle(ens_file, tmp_path / "bundle", formats="onnx", batch_range=(1, 2), data=synthetic_busi,
-                  parity_images=2)
+                  split=split_path, parity_images=2)
     bundle = open_bundle(tmp_path / "bundle")
 
     eager = eager_model(bundle, device="cpu")
