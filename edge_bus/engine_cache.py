@@ -15,7 +15,9 @@ INT8 engines are built from the bundle's symmetric QDQ model.int8.tensorrt.onnx 
 
 `lookup()` answers "fresh" (load it), "stale" (an engine for this precision exists but was built for
 another ONNX/TensorRT/GPU, or its file no longer has the size and SHA-256 its record holds: rebuild
-it, never load it) or "missing".
+it, never load it) or "missing". Loading an engine (the runtime: `verify_sha256=False`) checks its
+file's size only, since hashing a large engine at every start costs seconds; build-engine and
+`edge-bus info` (the default) also check its SHA-256.
 
 A new engine is built into a staging file (`StagedEngine`, invisible to lookup), gated, and only
 then published: moved to its final name, then its record written.
@@ -232,14 +234,16 @@ def bundle_records(bundle_root: str | Path, manifest_engines: list[dict] | None 
     return list(records.values())
 
 
-def engine_file_problem(bundle_root: str | Path, record: EngineRecord) -> str | None:
-    """Why the engine file does not match its record (missing, truncated, replaced), or None."""
+def engine_file_problem(bundle_root: str | Path, record: EngineRecord, *, verify_sha256: bool = True) -> str | None:
+    """Why the engine file does not match its record (missing, truncated, replaced), or None.
+
+    Without `verify_sha256` only its size is compared (a truncated or partly copied file changes size)."""
     path = Path(bundle_root) / record.path
     if not path.is_file():
         return f"engine file {record.path} is missing"
     if record.engine_bytes is not None and path.stat().st_size != record.engine_bytes:
         return f"engine file is {path.stat().st_size} bytes, its record says {record.engine_bytes} (truncated or replaced)"
-    if record.engine_sha256 is not None and sha256_file(path) != record.engine_sha256:
+    if verify_sha256 and record.engine_sha256 is not None and sha256_file(path) != record.engine_sha256:
         return "engine file's SHA-256 differs from its record (changed after it was built)"
     return None
 
@@ -287,9 +291,10 @@ def lookup(
     target: Target,
     precision: str,
     records: list[EngineRecord] | None = None,
+    verify_sha256: bool = True,
 ) -> Lookup:
     """Find the engine for (onnx, TensorRT, GPU, precision); a fresh record's file must exist and,
-    where the record holds them, have its size and SHA-256."""
+    where the record holds them, have its size and (with `verify_sha256`) its SHA-256."""
     precision = check_precision(precision)
     root = Path(bundle_root)
     if records is None:
@@ -300,7 +305,7 @@ def lookup(
     damaged: list[tuple[EngineRecord, str]] = []
     for rec in same_precision:
         if rec.key == key and not mismatches(rec, onnx_sha256, target):
-            problem = engine_file_problem(root, rec)
+            problem = engine_file_problem(root, rec, verify_sha256=verify_sha256)
             if problem is None:
                 return Lookup("fresh", precision, rec, [], expected)
             damaged.append((rec, problem))
@@ -321,6 +326,7 @@ def lookup_auto(
     onnx_sha256: dict[str, str],
     target: Target,
     records: list[EngineRecord] | None = None,
+    verify_sha256: bool = True,
 ) -> Lookup:
     """precision "auto": the first fresh engine in AUTO_ORDER (fp16, fp32, int8).
 
@@ -336,7 +342,7 @@ def lookup_auto(
         if precision not in onnx_sha256:
             continue
         found = lookup(root, model=model, onnx_sha256=onnx_sha256[precision], target=target,
-                       precision=precision, records=records)
+                       precision=precision, records=records, verify_sha256=verify_sha256)
         if found.status == "fresh":
             return found
         answers.append(found)

@@ -106,14 +106,19 @@ def build_engine_cmd(
 ) -> None:
     from edge_bus.exporting.bundle_export import build_engines
 
-    built, messages = build_engines(bundle, precisions=precision, workspace_gb=workspace_gb, pack=pack, data=data,
-                                    split=split, force=force, progress=True)
-    for line in messages:
+    result = build_engines(bundle, precisions=precision, workspace_gb=workspace_gb, pack=pack, data=data,
+                           split=split, force=force, progress=True)
+    for line in result.messages:
         console.print(line, highlight=False)
     from edge_bus.bundle import open_bundle
 
-    if open_bundle(bundle).manifest.status == "rejected":
+    status = open_bundle(bundle).manifest.status
+    if status == "rejected":
         err_console.print(f"parity gate failed: see {bundle / 'parity.json'}")
+        raise typer.Exit(code=1)
+    if result.failed:  # e.g. a --force rebuild failed: the engine installed before it was kept
+        err_console.print(f"parity gate failed for the new {', '.join(result.failed)} engine(s), not installed; "
+                          f"bundle {bundle} stays {status}")
         raise typer.Exit(code=1)
 
 

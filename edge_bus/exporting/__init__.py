@@ -14,8 +14,10 @@ Library entry points (what the CLI and the benchmark call):
         -> ExportResult   (latency_only=True, status "unchecked", numeric ORT-vs-torch check only)
 
     build_engines(bundle_dir, *, precisions=("fp16",), workspace_gb=2.0, pack=None, data=None,
-                  split=None, force=False) -> (installed records, messages)   on the target (TensorRT);
-        each engine is gated before it is installed; needs parity_reference.npz and parity.json
+                  split=None, force=False) -> EngineBuilds(built, messages, failed)   on the target
+        (TensorRT); unpacks as (installed records, messages); each engine is gated before it is
+        installed (a failed --force rebuild keeps the installed engine); needs parity_reference.npz
+        and parity.json
 
 Small single-purpose functions (ultralytics-style):
     to_onnx.export_onnx(model, path, *, size, opset=18) / check_onnx(path)

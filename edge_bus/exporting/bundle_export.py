@@ -11,12 +11,21 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from edge_bus.bundle import MANIFEST_NAME, PARITY_NAME, Bundle, Manifest, TensorSpec, open_bundle, write_manifest
-from edge_bus.engine_cache import ENGINES_DIR, PRECISIONS, bundle_records, check_precision, lookup, source_kind
+from edge_bus.engine_cache import (
+    ENGINES_DIR,
+    PRECISIONS,
+    EngineRecord,
+    StagedEngine,
+    bundle_records,
+    check_precision,
+    lookup,
+    source_kind,
+)
 from edge_bus.errors import BackendError, BundleError, ConfigError
 from edge_bus.exporting import parity as P
 from edge_bus.exporting.calibration import ImageSet, data_split, image_set, training_pack
@@ -135,10 +144,12 @@ def _manifest(src, *, artifacts, batch_range, export, status, latency_only, pari
     )
 
 
-def check_count(option: str, value: Any) -> int:
-    """A number of images: a whole number >= 1 (0 would gate nothing, a negative one slices oddly)."""
+def check_count(option: str, value: Any, *, sep: str = ": ") -> int:
+    """A number of images: a whole number >= 1 (0 would gate nothing, a negative one slices oddly).
+
+    The error reads "<option><sep>must be a whole number >= 1" (recipes pass their file and key)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{option}: must be a whole number >= 1, got {value!r}")
+        raise ConfigError(f"{option}{sep}must be a whole number >= 1, got {value!r}")
     return value
 
 
@@ -334,11 +345,12 @@ def _export_into(work: Path, root: Path, src, *, formats, int8, precisions, batc
                     f"build them on the target with: edge-bus export build-engine {root} --precision {','.join(precisions)}"
                 )
             else:
+                # "unchecked" (latency-only) installs engines ungated; "rejected" until the gate below says otherwise
+                pending = "unchecked" if latency_only else "rejected"
                 engine_bundle = Bundle(work, _manifest(src, artifacts=dict(artifacts), batch_range=(lo, hi), export={},
-                                                       status="unchecked", latency_only=latency_only, parity_summary={}))
-                published, engine_gates = _export_engines(engine_bundle, target, precisions, workspace_gb, inputs, ref,
-                                                          ref_logits, messages)
-                trt_info["built"] = [r.to_dict() for r in published]
+                                                       status=pending, latency_only=latency_only, parity_summary={}))
+                engine_gates = _export_engines(engine_bundle, target, precisions, workspace_gb, ref, ref_logits, messages)
+                trt_info["built"] = list(engine_bundle.manifest.engines)
             bar.done()
 
         bar.step("parity gate")
@@ -400,48 +412,146 @@ def _run_engine(bundle: Bundle, engine_path: Path, precision: str, inputs: np.nd
         backend.close()
 
 
-def _gate_staged(bundle: Bundle, staged, ref, ref_logits=None) -> dict[str, Any]:
-    """Parity record of a staged (unpublished) engine; the staging file is removed when it fails to run.
+def _ungated(m: Manifest) -> bool:
+    """Engines of an unchecked (latency-only) bundle are installed whatever their gate says; those of
+    every other bundle only when they passed. The status decides, not latency_only alone: a bundle
+    can be latency_only and accepted (nothing may go into it ungated then)."""
+    return m.status == "unchecked"
+
+
+def _gate_staged(bundle: Bundle, staged: StagedEngine, ref, ref_logits=None) -> dict[str, Any]:
+    """Parity record of a staged (unpublished) engine.
 
     `ref_logits` (export of a latency-only bundle): the numeric check instead of task metrics."""
     from edge_bus.data.preprocess import normalize  # noqa: PLC0415
 
-    rec = staged.record
-    try:
-        logits = _run_engine(bundle, staged.path, rec.precision, normalize(ref.images, bundle.manifest.preprocessing))
-    except BaseException:
-        staged.discard()
-        raise
-    if bundle.manifest.latency_only and ref_logits is not None:  # at export: the numeric check
+    m, rec = bundle.manifest, staged.record
+    logits = _run_engine(bundle, staged.path, rec.precision, normalize(ref.images, m.preprocessing))
+    if m.latency_only and ref_logits is not None:  # at export: the numeric check
         record = P.numeric_check(ref_logits, logits, artifact="tensorrt")
+        record["precision"] = rec.precision
     else:
         record = P.compare(ref, logits, artifact="tensorrt", precision=rec.precision)
-    if bundle.manifest.latency_only:
-        record["informative_only"] = True  # a latency-only bundle is unchecked whatever its engines do
+    if _ungated(m):
+        record["informative_only"] = True  # an unchecked bundle is unchecked whatever its engines do
     return {**record, "engine": rec.path, "target": rec.target.describe()}
 
 
-def _export_engines(bundle: Bundle, target, precisions, workspace_gb, inputs, ref, ref_logits, messages):
+def _is_engine_record(record: dict[str, Any]) -> bool:
+    return record.get("artifact") == "tensorrt"
+
+
+def _installed_engines_only(bundle: Bundle, parity: dict[str, Any]) -> dict[str, Any]:
+    """parity.json's records less those of TensorRT engines that are not installed in the bundle.
+
+    An engine that failed its gate (at export on a workstation, on another cart) was never
+    installed: its record must not reject the bundle once this machine has built its own."""
+    def installed(r: dict[str, Any]) -> bool:
+        engine = r.get("engine")
+        return isinstance(engine, str) and (bundle.root / engine).is_file()
+
+    records = [r for r in parity.get("artifacts", []) if not _is_engine_record(r) or installed(r)]
+    return {**parity, "artifacts": records, "passed": P.gate_passed(records)}
+
+
+def _with_engine_gate(parity: dict[str, Any], gate: dict[str, Any] | None, engine: str | None = None) -> dict[str, Any]:
+    """parity.json's records with `gate` replacing any earlier record of the same engine file
+    (`engine`: drop that file's record and add none)."""
+    engine = gate["engine"] if gate is not None else engine
+    records = [r for r in parity.get("artifacts", []) if not (_is_engine_record(r) and r.get("engine") == engine)]
+    records += [gate] if gate is not None else []
+    return {**parity, "artifacts": records, "passed": P.gate_passed(records)}
+
+
+@dataclass
+class _Gated:
+    """One engine through the gate: `installed` is its record when it was published; `kept` the
+    path of an engine installed earlier at the same file that stays (the new one failed)."""
+
+    gate: dict[str, Any]
+    installed: EngineRecord | None = None
+    kept: str | None = None
+
+
+class _EngineGate:
+    """Build -> gate -> publish or discard, for each engine of one bundle in one run (export or
+    build-engine). `parity` starts as the bundle's gate outcome less the records of engines not
+    installed here, and is updated in memory (the caller writes it with _write_gate_outcome).
+
+    An engine that passed (any engine of an unchecked bundle) is published: file, record, manifest
+    entry. One that failed only loses its staging file: an engine already installed at that file (a
+    --force rebuild) stays with its passing record, and its failure is reported, not recorded.
+    The staging file never outlives the gate (Ctrl-C, a crash of the engine or of the comparison)."""
+
+    def __init__(self, bundle: Bundle, parity: dict[str, Any], ref, ref_logits=None):
+        self.bundle, self.ref, self.ref_logits = bundle, ref, ref_logits
+        self.parity = _installed_engines_only(bundle, parity)
+
+    def uninstall(self, rel: str) -> None:
+        """Remove the engine at `rel` (a stale one): file, record, manifest entry and parity record."""
+        _uninstall_engine(self.bundle, rel)
+        self.parity = _with_engine_gate(self.parity, None, engine=rel)
+
+    def run(self, build: Callable[[], StagedEngine]) -> _Gated:
+        bundle = self.bundle
+        staged = build()
+        try:
+            gate = _gate_staged(bundle, staged, self.ref, self.ref_logits)
+            rel = staged.record.path
+            if gate["passed"] or _ungated(bundle.manifest):
+                rec = staged.publish(bundle.root)
+                _list_engine(bundle, rec.to_dict())
+                self.parity = _with_engine_gate(self.parity, gate)
+                return _Gated(gate, installed=rec)
+            earlier = [r for r in self.parity["artifacts"] if _is_engine_record(r) and r.get("engine") == rel]
+            if (bundle.root / rel).is_file() and earlier and all(r.get("passed") for r in earlier):
+                return _Gated(gate, kept=rel)
+            self.parity = _with_engine_gate(self.parity, gate)
+            return _Gated(gate)
+        finally:
+            staged.discard()  # nothing left after a publish (the file was moved)
+
+
+def _gate_summary(gate: dict[str, Any]) -> str:
+    if "mean_iou_vs_reference" in gate:
+        return f"IoU vs reference {gate['mean_iou_vs_reference']:.4f}, IoU change {gate['iou_change']:+.4f}"
+    if "top1_agreement" in gate:
+        return f"top-1 agreement {gate['top1_agreement']:.4f}"
+    if "max_abs_diff" in gate:
+        return f"max |diff| {gate['max_abs_diff']:.2e}"
+    return gate.get("reason", "see the gate record")
+
+
+def _export_engines(bundle: Bundle, target, precisions, workspace_gb, ref, ref_logits, messages) -> list[dict[str, Any]]:
     """Build, gate and (when it passed) publish each TensorRT precision into the export folder.
 
     INT8 is built from the symmetric QDQ model.int8.tensorrt.onnx (explicit quantization).
-    Returns (published engine records, parity records)."""
+    Installed engines are listed in bundle.manifest.engines; returns the engines' parity records."""
     from edge_bus.exporting.to_tensorrt import build_engine  # noqa: PLC0415
 
     m = bundle.manifest
-    published, gates = [], []
+    gates = _EngineGate(bundle, {"artifacts": [], "passed": True}, ref, ref_logits)
     for precision in precisions:
         onnx_file = bundle.root / m.artifacts[source_kind(precision, m.artifacts)]
-        staged = build_engine(onnx_file, bundle.root, model=m.model, target=target, precision=precision,
-                              batch_range=m.batch_range, size=m.preprocessing.size, workspace_gb=workspace_gb)
-        gate = _gate_staged(bundle, staged, ref, ref_logits)
-        gates.append(gate)
-        if gate["passed"] or m.latency_only:
-            published.append(staged.publish(bundle.root))
-        else:
-            staged.discard()
-            messages.append(f"the {precision} TensorRT engine failed its parity gate and was not installed (see {PARITY_NAME})")
-    return published, gates
+        outcome = gates.run(lambda: build_engine(
+            onnx_file, bundle.root, model=m.model, target=target, precision=precision, batch_range=m.batch_range,
+            size=m.preprocessing.size, workspace_gb=workspace_gb))
+        if outcome.installed is None:
+            messages.append(f"the {precision} TensorRT engine failed its parity gate ({_gate_summary(outcome.gate)}) "
+                            f"and was not installed (see {PARITY_NAME})")
+    return gates.parity["artifacts"]
+
+
+@dataclass
+class EngineBuilds:
+    """What build_engines did; unpacks as (built, messages)."""
+
+    built: list[dict[str, Any]]  # records of the engines installed by this run
+    messages: list[str]
+    failed: list[str] = field(default_factory=list)  # precisions whose new engine failed its gate (not installed)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.built, self.messages))
 
 
 def fresh_bundle(model_name: str, out_dir: str | Path, size: int = 256, formats: Iterable[str] = ("onnx",),
@@ -467,14 +577,16 @@ def build_engines(
     calibration_images: int = 64,
     force: bool = False,
     progress: bool = False,
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> EngineBuilds:
     """On the target: build (or rebuild stale) engines for this GPU, gate each, install those that pass.
 
     Each engine is built into a staging file and gated against parity_reference.npz (no torch
     needed; without that file nothing is built). One that passes is published (engine file, then
-    its record); one that fails is not installed. After each engine parity.json and the manifest
-    status are written: a failure leaves the bundle rejected (latency-only bundles stay unchecked).
-    Returns (records of the installed engines, messages).
+    its record); one that fails is not installed, and an engine already installed at its file (a
+    --force rebuild) is kept. After each engine parity.json and the manifest status are written: a
+    failure that leaves no passing engine in its place rejects the bundle (unchecked bundles stay
+    unchecked). Records of engines not installed here (failed elsewhere) no longer count.
+    Returns EngineBuilds: the installed records, messages, and the precisions that failed.
     """
     from edge_bus.engine_cache import current_target  # noqa: PLC0415
     from edge_bus.exporting.to_onnx import check_onnx  # noqa: PLC0415
@@ -490,8 +602,9 @@ def build_engines(
         sources[precision] = (path, sha256_file(path))
     ref, parity = _gate_inputs(bundle)
     target = current_target()
-    messages: list[str] = []
-    built: list[dict[str, Any]] = []
+    result = EngineBuilds([], [])
+    messages = result.messages
+    gates = _EngineGate(bundle, parity, ref)
     existing = bundle_records(bundle.root, m.engines)
     for precision in precisions:
         onnx_path, sha = sources[precision]
@@ -501,24 +614,26 @@ def build_engines(
             continue
         if found.status == "stale":
             messages.append(f"rebuilding: {found.message(bundle.root)}")
-            stale_file = bundle.root / found.record.path
-            if found.record.onnx_sha256 != sha or (found.record.trt_version, found.record.gpu_name) == (target.trt_version, target.gpu_name):
-                stale_file.unlink(missing_ok=True)
-        staged = _build_for_bundle(bundle, onnx_path, precision, target, workspace_gb, pack, data, split, calibration_images)
-        gate = _gate_staged(bundle, staged, ref)
-        parity = _with_engine_gate(parity, gate)
-        if gate["passed"] or m.latency_only:
-            rec = staged.publish(bundle.root)
-            _list_engine(bundle, rec.to_dict())
-            built.append(rec.to_dict())
-            messages.append(f"built {bundle.root / rec.path} in {rec.build_seconds} s for {target.describe()}; parity gate passed")
+            same_target = (found.record.trt_version, found.record.gpu_name) == (target.trt_version, target.gpu_name)
+            if found.record.onnx_sha256 != sha or same_target:  # useless everywhere (another GPU's engine stays)
+                gates.uninstall(found.record.path)
+                write_manifest(m, bundle.root / MANIFEST_NAME)
+        outcome = gates.run(lambda: _build_for_bundle(bundle, onnx_path, precision, target, workspace_gb, pack, data,
+                                                      split, calibration_images))
+        if outcome.installed is not None:
+            rec = outcome.installed
+            result.built.append(rec.to_dict())
+            verdict = "passed" if outcome.gate["passed"] else "failed (not gated: the bundle is unchecked)"
+            messages.append(f"built {bundle.root / rec.path} in {rec.build_seconds} s for {target.describe()}; "
+                            f"parity gate {verdict}")
         else:
-            staged.discard()
-            _uninstall_engine(bundle, staged.record.path)
-            messages.append(f"the {precision} engine built for {target.describe()} failed its parity gate and was not "
-                            f"installed (see {bundle.root / PARITY_NAME})")
-        _write_gate_outcome(bundle, parity)
-    return built, messages
+            result.failed.append(precision)
+            kept = (f"; kept the installed engine {bundle.root / outcome.kept}, which passed its gate" if outcome.kept
+                    else f" (see {bundle.root / PARITY_NAME})")
+            messages.append(f"the {precision} engine built for {target.describe()} failed its parity gate "
+                            f"({_gate_summary(outcome.gate)}) and was not installed{kept}")
+        _write_gate_outcome(bundle, gates.parity)
+    return result
 
 
 def _gate_inputs(bundle: Bundle) -> tuple[Any, dict[str, Any]]:
@@ -546,13 +661,6 @@ def _build_for_bundle(bundle, onnx_path, precision, target, workspace_gb, pack, 
                         calibration=calib, calibration_info=calib_info)
 
 
-def _with_engine_gate(parity: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
-    """parity.json's records with this engine's record replacing any earlier one of the same file."""
-    records = [r for r in parity.get("artifacts", [])
-               if not (r.get("artifact") == "tensorrt" and r.get("engine") == gate["engine"])]
-    return {**parity, "artifacts": [*records, gate], "passed": P.gate_passed([*records, gate])}
-
-
 def _list_engine(bundle: Bundle, record: dict[str, Any]) -> None:
     m = bundle.manifest
     m.engines = [e for e in m.engines if e["path"] != record["path"] and (bundle.root / e["path"]).is_file()] + [record]
@@ -560,7 +668,7 @@ def _list_engine(bundle: Bundle, record: dict[str, Any]) -> None:
 
 
 def _uninstall_engine(bundle: Bundle, rel: str) -> None:
-    """Remove an older engine at `rel` (a forced rebuild of it failed): its precision has no gated engine now."""
+    """Remove the engine at `rel` (stale: built from another model.onnx, or damaged): file, record and manifest entry."""
     from edge_bus.engine_cache import sidecar_path  # noqa: PLC0415
 
     (bundle.root / rel).unlink(missing_ok=True)
@@ -574,12 +682,19 @@ def _uninstall_engine(bundle: Bundle, rel: str) -> None:
 
 
 def _write_gate_outcome(bundle: Bundle, parity: dict[str, Any]) -> None:
-    """parity.json, then the manifest with the status that follows from it."""
+    """parity.json and the manifest status that follows from it (an unchecked bundle stays unchecked).
+
+    Ordered so that a crash between the two writes never leaves "accepted" beside a failed gate:
+    a rejected manifest goes first, an accepted one after the parity.json that passed."""
     m = bundle.manifest
-    P.write_parity(parity, bundle.root / PARITY_NAME)
-    if not m.latency_only:
+    if not _ungated(m):
         m.status = "accepted" if parity["passed"] else "rejected"
-    write_manifest(m, bundle.root / MANIFEST_NAME)
+    if m.status == "rejected":
+        write_manifest(m, bundle.root / MANIFEST_NAME)
+        P.write_parity(parity, bundle.root / PARITY_NAME)
+    else:
+        P.write_parity(parity, bundle.root / PARITY_NAME)
+        write_manifest(m, bundle.root / MANIFEST_NAME)
 
 
 def _calibration_for(bundle, pack, data, split, n: int) -> ImageSet:
@@ -630,11 +745,8 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
         record = P.compare(ref, logits, artifact=kind, precision=precision)
         records.append({**record, "informative_only": True} if kind == "onnx_int8_tensorrt" else record)
     old_path = bundle.root / PARITY_NAME
-    old = P.read_parity(old_path) if old_path.is_file() else {"artifacts": []}
-    records += [r for r in old["artifacts"] if r.get("artifact") == "tensorrt"]
+    old = _installed_engines_only(bundle, P.read_parity(old_path) if old_path.is_file() else {"artifacts": []})
+    records += [r for r in old["artifacts"] if _is_engine_record(r)]
     report = P.summarize(records, latency_only=False, source=ref.source)
-    P.write_parity(report, bundle.root / PARITY_NAME)
-    if not m.latency_only:
-        m.status = "accepted" if report["passed"] else "rejected"
-        write_manifest(m, bundle.root / MANIFEST_NAME)
+    _write_gate_outcome(bundle, report)
     return report

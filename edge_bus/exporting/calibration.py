@@ -20,7 +20,6 @@ import numpy as np
 from edge_bus.data.busi import CLASSES
 from edge_bus.data.preprocess import PreprocessSpec, normalize
 from edge_bus.errors import ConfigError, DataError
-from edge_bus.fileio import sha256_file
 
 # The shared split (docs/CONTRACTS.md), present in a source checkout.
 COMMITTED_SPLIT = Path(__file__).resolve().parents[2] / "splits" / "busi-seed0.json"
@@ -113,32 +112,22 @@ def data_split(split: str | Path | None, split_hash: str, where: str):
     )
 
 
-def _check_item_files(root: Path, item) -> None:
-    for rel, digest in item.sha256.items():
-        path = root / rel
-        if not path.is_file() or sha256_file(path) != digest:
-            what = "missing" if not path.is_file() else "changed since the split was made"
-            raise DataError(f"{path}: {what} (split manifest item {item.id!r}); pass the BUSI folder the split was made from to --data")
-
-
-def _load_item(root: Path, item, size: int) -> tuple[np.ndarray, np.ndarray]:
-    from edge_bus.data.busi import Sample, load_sample  # noqa: PLC0415
-
-    _check_item_files(root, item)
-    sample = Sample(item.id, item.label, root / item.image, [root / m for m in item.masks], width=0, height=0)
-    return load_sample(sample, size)  # (width and height are not used for loading)
-
-
 def from_split(root: str | Path, manifest, split: str, n: int, size: int, seed: int = 0) -> ImageSet:
     """`n` seeded items of `split` ('val' for parity, 'train' for calibration) of a split manifest,
-    read from the BUSI folder `root` (each file checked against the manifest's SHA-256)."""
+    read from the BUSI folder `root` (the chosen items' files checked against the manifest's SHA-256)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from edge_bus.data.pack import _load_item  # noqa: PLC0415  (the pack's loader: the same pixels as training)
+    from edge_bus.data.split import verify_split  # noqa: PLC0415
+
     root = Path(root)
     items = manifest.items(split)
     if not items:
         raise DataError(f"split {manifest.hash[:12]} has no '{split}' items; pass the split the model was trained on")
     chosen = [items[i] for i in _pick(len(items), n, seed)]
-    loaded = [_load_item(root, item, size) for item in chosen]
-    labels = np.asarray([CLASSES.index(i.label) if i.label in CLASSES else -1 for i in chosen], np.int64)
+    verify_split(replace(manifest, entries=chosen), root)  # only the files read here
+    loaded = [_load_item((item, root, size)) for item in chosen]
+    labels = np.asarray([item.label_index for item in chosen], np.int64)
     return ImageSet(np.stack([im for im, _ in loaded]), np.stack([m for _, m in loaded]), labels,
                     f"busi:{root}[{split} of split {manifest.hash[:12]}]")
 

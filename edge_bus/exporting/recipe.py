@@ -63,8 +63,10 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(value, dict):
             raise ConfigError(f"{p}: recipe key '{key}' must be a mapping such as {{images: 64}}")
         count = value.get(name)
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-            raise ConfigError(f"{p}: recipe key '{key}.{name}' must be a whole number >= 1, got {count!r}")
+        if count is not None:
+            from edge_bus.exporting.bundle_export import check_count  # noqa: PLC0415
+
+            check_count(f"{p}: recipe key '{key}.{name}'", count, sep=" ")
         return count
 
     batch = data.get("batch")

@@ -40,34 +40,40 @@ def bundle_dir(exported, tmp_path):
 
 
 class FakeTensorRT:
-    """Stands in for to_tensorrt.build_engine and bundle_export._run_engine."""
+    """Stands in for to_tensorrt.build_engine and bundle_export._run_engine, on GPU `target`."""
 
-    def __init__(self, monkeypatch, faithful: dict[str, bool]):
+    def __init__(self, monkeypatch, faithful: dict[str, bool], target: ec.Target = ORIN):
         self.faithful = faithful
+        self.target = target
         self.built: list[str] = []
         self.crash_on: str | None = None
-        monkeypatch.setattr(ec, "current_target", lambda device=0: ORIN)
+        self.final: dict[Path, tuple[Path, bytes | None]] = {}  # staging file -> (final file, its bytes then)
+        monkeypatch.setattr(ec, "current_target", lambda device=0: self.target)
         monkeypatch.setattr(to_tensorrt, "build_engine", self.build_engine)
         monkeypatch.setattr(bundle_export, "_run_engine", self.run_engine)
-        monkeypatch.setattr(bundle_export, "_tensorrt_target_or_reason", lambda: (ORIN, None))
+        monkeypatch.setattr(bundle_export, "_tensorrt_target_or_reason", lambda: (self.target, None))
 
     def build_engine(self, onnx_path, bundle_root, *, model, target, precision, batch_range, size, workspace_gb,
                      calibration=None, calibration_info=None):
+        assert target == self.target
         rec = ec.make_record(model, sha256_file(onnx_path), target, precision, batch_range=list(batch_range),
                              input_size=size, source_onnx=Path(onnx_path).name)
         staged = ec.staging_path(bundle_root, rec)
-        staged.write_bytes(f"{precision} engine bytes".encode() * 100)
+        kind = "faithful" if self.faithful.get(precision, True) else "broken!!"
+        staged.write_bytes(f"{precision} {kind} engine bytes".encode() * 100)
+        final = Path(bundle_root) / rec.path
+        self.final[staged] = (final, final.read_bytes() if final.is_file() else None)
         self.built.append(precision)
         return ec.StagedEngine(rec, staged)
 
     def run_engine(self, bundle, engine_path, precision, inputs):
         from edge_bus.exporting.to_onnx import ort_session, run_onnx
 
-        # While it is gated, the engine is a staging file that the runtime's lookup cannot find.
+        # While it is gated, the engine is a staging file; its final file is not written yet (absent,
+        # or the engine installed there before, unchanged).
         assert engine_path.name.endswith(".staging")
-        found = ec.lookup(bundle.root, model=bundle.manifest.model, onnx_sha256=sha256_file(bundle.root / "model.onnx"),
-                          target=ORIN, precision=precision)
-        assert found.status != "fresh" or found.record.path != str(engine_path.relative_to(bundle.root))
+        final, before = self.final[engine_path]
+        assert (final.read_bytes() if final.is_file() else None) == before
         if precision == self.crash_on:
             raise RuntimeError("power cut")
         logits = run_onnx(ort_session(bundle.root / "model.onnx"), inputs)
@@ -172,3 +178,123 @@ def test_latency_only_bundle_keeps_its_engines_and_stays_unchecked(tmp_path, mon
     assert m.status == "unchecked" and [e["precision"] for e in m.engines] == ["fp16"]
     trt = next(r for r in result.parity["artifacts"] if r["artifact"] == "tensorrt")
     assert trt["informative_only"] and "max_abs_diff" in trt
+
+
+WORKSTATION = ec.Target("10.3.0", "NVIDIA RTX A4000", "8.6")
+
+
+def _tensorrt_gates(root):
+    return [r for r in json.loads((root / "parity.json").read_text())["artifacts"] if r["artifact"] == "tensorrt"]
+
+
+def test_engine_that_failed_on_another_gpu_does_not_reject_the_bundle_built_here(tmp_path, monkeypatch):
+    """fp16 fails at export on a workstation (not installed, bundle rejected); on the cart it passes: accepted."""
+    fake = FakeTensorRT(monkeypatch, faithful={"fp16": False}, target=WORKSTATION)
+    root = tmp_path / "bundle"
+    result = export_bundle(source(DarkSegmenter(), "segmentation"), root, formats="onnx,tensorrt", precisions="fp16",
+                           batch_range="1:4", parity_images=8)
+    assert result.manifest.status == "rejected" and result.manifest.engines == []
+    (failed,) = _tensorrt_gates(root)
+    assert not failed["passed"] and "RTX A4000" in failed["target"]
+
+    fake.target, fake.faithful["fp16"] = ORIN, True  # the cart
+    result = runner.invoke(app, ["export", "build-engine", str(root), "--precision", "fp16"])
+    assert result.exit_code == 0, result.output
+    m = open_bundle(root).manifest
+    assert m.status == "accepted" and [e["gpu_name"] for e in m.engines] == ["Orin"]
+    assert [(g["engine"], g["passed"]) for g in _tensorrt_gates(root)] == [(m.engines[0]["path"], True)]
+    assert json.loads((root / "parity.json").read_text())["passed"]
+
+
+def test_failed_forced_rebuild_keeps_the_installed_engine(bundle_dir, monkeypatch):
+    fake = FakeTensorRT(monkeypatch, faithful={})
+    (rec,), _ = build_engines(bundle_dir, precisions="fp16")
+    engine = bundle_dir / rec["path"]
+    good = engine.read_bytes()
+    assert open_bundle(bundle_dir).manifest.status == "accepted"
+
+    fake.faithful["fp16"] = False
+    result = build_engines(bundle_dir, precisions="fp16", force=True)
+    built, messages = result
+    assert built == [] and fake.built == ["fp16", "fp16"]
+    assert engine.is_file() and engine.read_bytes() == good and ec.sidecar_path(engine).is_file()
+    assert "kept the installed engine" in messages[-1] and result.failed == ["fp16"]
+    assert _engine_files(bundle_dir) == sorted([engine.name, ec.sidecar_path(engine).name])  # staging file gone
+    m = open_bundle(bundle_dir).manifest
+    assert m.status == "accepted" and [e["path"] for e in m.engines] == [rec["path"]]
+    assert m.artifacts["tensorrt"] == rec["path"]
+    assert [(g["engine"], g["passed"]) for g in _tensorrt_gates(bundle_dir)] == [(rec["path"], True)]
+    found = ec.lookup(bundle_dir, model=m.model, onnx_sha256=sha256_file(bundle_dir / "model.onnx"), target=ORIN,
+                      precision="fp16", records=ec.bundle_records(bundle_dir, m.engines))
+    assert found.status == "fresh"
+    # The CLI reports the failure (exit 1) and leaves the bundle accepted.
+    cli = runner.invoke(app, ["export", "build-engine", str(bundle_dir), "--precision", "fp16", "--force"])
+    assert cli.exit_code == 1 and "parity gate failed" in cli.output and "stays accepted" in cli.output
+    assert open_bundle(bundle_dir).manifest.status == "accepted" and engine.read_bytes() == good
+
+
+def test_accepted_latency_only_bundle_installs_only_engines_that_pass(bundle_dir, monkeypatch):
+    """latency_only with status accepted (a hand-made bundle): only "unchecked" skips the gate."""
+    data = json.loads((bundle_dir / "manifest.json").read_text())
+    data["latency_only"] = True
+    (bundle_dir / "manifest.json").write_text(json.dumps(data))
+    assert open_bundle(bundle_dir).manifest.status == "accepted"
+    FakeTensorRT(monkeypatch, faithful={"fp16": False})
+    result = build_engines(bundle_dir, precisions="fp16")
+    built, _ = result
+    assert built == [] and _engine_files(bundle_dir) == []
+    m = open_bundle(bundle_dir).manifest
+    assert m.engines == [] and m.status == "rejected"
+    (gate,) = _tensorrt_gates(bundle_dir)
+    assert not gate["passed"] and not gate.get("informative_only") and result.failed == ["fp16"]
+
+
+def test_rejected_manifest_is_written_before_parity_json(bundle_dir, monkeypatch):
+    from edge_bus.exporting import parity as P
+
+    FakeTensorRT(monkeypatch, faithful={"fp16": False})
+    assert open_bundle(bundle_dir).manifest.status == "accepted"
+
+    def crash(report, path):
+        raise KeyboardInterrupt  # killed between the two writes
+
+    monkeypatch.setattr(P, "write_parity", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_engines(bundle_dir, precisions="fp16")
+    assert open_bundle(bundle_dir).manifest.status == "rejected"
+
+
+@pytest.mark.parametrize("where", ["compare", "engine"])
+def test_interrupted_gate_leaves_no_staging_file(bundle_dir, monkeypatch, where):
+    from edge_bus.exporting import parity as P
+
+    fake = FakeTensorRT(monkeypatch, faithful={})
+    if where == "compare":
+        monkeypatch.setattr(P, "compare", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    else:
+        monkeypatch.setattr(bundle_export, "_run_engine", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        build_engines(bundle_dir, precisions="fp16")
+    assert fake.built == ["fp16"] and _engine_files(bundle_dir) == []
+    assert open_bundle(bundle_dir).manifest.status == "accepted"
+
+
+def test_stale_engine_of_another_model_is_uninstalled_with_its_record(bundle_dir, monkeypatch):
+    FakeTensorRT(monkeypatch, faithful={})
+    old = ec.make_record("seg", "0" * 64, ORIN, "fp16")  # built from a model.onnx this bundle no longer has
+    (bundle_dir / old.path).parent.mkdir(exist_ok=True)
+    (bundle_dir / old.path).write_bytes(b"old engine")
+    ec.write_record(old, bundle_dir)
+    m = open_bundle(bundle_dir).manifest
+    m.engines = [old.to_dict()]
+    m.artifacts["tensorrt"] = old.path
+    from edge_bus.bundle import write_manifest
+
+    write_manifest(m, bundle_dir / "manifest.json")
+    built, messages = build_engines(bundle_dir, precisions="fp16")
+    assert "rebuilding" in messages[0] and "another model.onnx" in messages[0]
+    (new,) = built
+    assert _engine_files(bundle_dir) == sorted([Path(new["path"]).name, Path(new["path"]).with_suffix(".json").name])
+    m = open_bundle(bundle_dir).manifest
+    assert [e["path"] for e in m.engines] == [new["path"]] and m.artifacts["tensorrt"] == new["path"]
+    assert m.status == "accepted"

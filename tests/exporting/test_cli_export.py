@@ -293,3 +293,23 @@ def test_recipe_unknown_key_is_named(tmp_path):
     p.write_text("model: vgg19\nbatchsize: 4\n")
     with pytest.raises(ConfigError, match="batchsize"):
         load_recipe(p)
+
+
+def test_split_images_are_checked_against_the_split_manifest(split_file, synthetic_busi, tmp_path):
+    import re
+    import shutil
+
+    from edge_bus.data.split import load_split
+    from edge_bus.errors import DataError
+    from edge_bus.exporting.calibration import from_split
+
+    split = load_split(split_file)
+    data = tmp_path / "busi"
+    shutil.copytree(synthetic_busi, data)
+    images = from_split(data, split, "val", 100, 64)
+    val = split.items("val")
+    assert len(images) == len(val) and list(images.labels) == [item.label_index for item in val]
+    (data / val[0].image).write_bytes(b"not the image the split was made from")
+    with pytest.raises(DataError, match=f"differs from the split manifest.*{re.escape(val[0].image)}"):
+        from_split(data, split, "val", 100, 64)
+    assert len(from_split(data, split, "train", 100, 64)) == len(split.items("train"))  # only the files it reads

@@ -222,3 +222,25 @@ def test_timing_cache_is_per_tensorrt_and_gpu_and_calibration_cache_per_images(t
     assert calibration_cache_path(engine, a) == calibration_cache_path(engine, a.copy())
     assert calibration_cache_path(engine, a) != calibration_cache_path(engine, a + 1)
     assert ec.file_sha256 is __import__("edge_bus.fileio", fromlist=["sha256_file"]).sha256_file
+
+
+def test_loading_an_engine_checks_its_size_and_build_engine_its_sha256(tmp_path, monkeypatch):
+    """The runtime does not hash the engine at every start (size only); lookup()'s default does."""
+    from edge_bus.fileio import sha256_file
+    from edge_bus.runtime.backends import tensorrt as trt_backend
+
+    bundle = _trt_bundle(tmp_path, artifacts={"onnx": "model.onnx"})
+    fp16 = _built(tmp_path, precision="fp16", sha=sha256_file(tmp_path / "model.onnx"), blob=b"serialized engine " * 64)
+    engine = tmp_path / fp16.path
+    monkeypatch.setattr(trt_backend, "current_target", lambda device=0: ORIN)
+    hashed = []
+    monkeypatch.setattr(ec, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
+    assert trt_backend.find_engine(bundle, "auto") == (engine, "fp16")
+    assert trt_backend.find_engine(bundle, "fp16") == (engine, "fp16")
+    assert hashed == []
+    engine.write_bytes(b"serialized engine " * 10)  # truncated: its size tells
+    with pytest.raises(BackendError, match="truncated"):
+        trt_backend.find_engine(bundle, "fp16")
+    engine.write_bytes(b"SERIALIZED ENGINE " * 64)  # same size, other bytes: build-engine and info find it
+    found = ec.lookup(tmp_path, model="unet", onnx_sha256=fp16.onnx_sha256, target=ORIN, precision="fp16")
+    assert found.status == "stale" and "SHA-256" in found.reasons[0] and hashed == [engine]

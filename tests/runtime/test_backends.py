@@ -70,17 +70,6 @@ def test_unchecked_bundle_is_refused_by_the_loader_unless_allowed(tmp_path, monk
     assert opened == [root] and model.manifest.status == "unchecked"
 
 
-def test_latency_only_flag_must_be_a_boolean(tmp_path):
-    import json
-
-    root = make_bundle(tmp_path / "b", "classification", size=32)
-    data = json.loads((root / "manifest.json").read_text())
-    data["latency_only"] = "no"  # bool("no") is True: a string must not be read as a flag
-    (root / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BundleError, match="'latency_only' must be true or false"):
-        load_model("classifier", root)
-
-
 def test_bundle_that_does_not_fit(tmp_path, cls_bundle):
     with pytest.raises(BackendError, match="onnx_int8"):
         open_backend("onnxruntime", open_bundle(cls_bundle), BackendOptions(precision="int8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import numpy as np
@@ -33,6 +34,18 @@ def artifact(bundle: Bundle, kind: str, backend: str) -> str:
         return str(bundle.artifact_path(kind))
     except BundleError as exc:
         raise BackendError(f"backend '{backend}' cannot run this bundle: {exc}") from None
+
+
+def cuda_device_index(device: str | None, *, choices: str = "cuda or cuda:N") -> int:
+    """The CUDA device index of a --device value: auto / cuda -> 0, cuda:N -> N; BackendError for
+    anything else (`choices`: the devices the calling backend accepts, for the message)."""
+    text = (device or "auto").strip().lower()
+    if text in ("auto", "cuda"):
+        return 0
+    match = re.fullmatch(r"cuda:(\d+)", text)
+    if match is None:
+        raise BackendError(f"unknown device {device!r}; use {choices}")
+    return int(match.group(1))
 
 
 def max_batch(bundle: Bundle, options: BackendOptions) -> int:

@@ -21,6 +21,7 @@ from edge_bus.runtime.backends._common import (
     artifact,
     check_bundle,
     check_input,
+    cuda_device_index,
     max_batch,
     resolved_precision,
     run_split,
@@ -31,11 +32,11 @@ from edge_bus.runtime.backends.base import BackendOptions
 def choose_providers(available: list[str], device: str, precision: str, cache_dir: Path | None = None) -> list:
     """Provider list (names or (name, options)) for `device` from what is available."""
     device = device.lower()
-    cuda_id = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
     providers: list = []
     if device == "cpu":
         pass
     elif device == "auto" or device.startswith("cuda"):
+        cuda_id = cuda_device_index(device, choices="auto, cpu, cuda or cuda:N")
         # The TensorRT EP is tried first on "auto"; on an explicit cuda device only for fp16, which
         # nothing else in ONNX Runtime provides.
         if "TensorrtExecutionProvider" in available and (device == "auto" or precision == "fp16"):

@@ -16,7 +16,6 @@ the thread's current CUDA device (the pipeline calls the backend from its own th
 from __future__ import annotations
 
 import ctypes
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from edge_bus.engine_cache import (
 )
 from edge_bus.fileio import sha256_file
 from edge_bus.errors import BackendError, BundleError
+from edge_bus.runtime.backends._common import cuda_device_index
 from edge_bus.runtime.backends.base import BackendOptions
 
 
@@ -50,17 +50,6 @@ def _check(result: Any, what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
-
-
-def cuda_device_index(device: str | None) -> int:
-    """The CUDA device index of a --device value: auto / cuda -> 0, cuda:N -> N."""
-    text = (device or "auto").strip().lower()
-    if text in ("auto", "cuda"):
-        return 0
-    match = re.fullmatch(r"cuda:(\d+)", text)
-    if match is None:
-        raise BackendError(f"--device {device!r}: the TensorRT backend runs on a GPU: pass cuda or cuda:N")
-    return int(match.group(1))
 
 
 class _Buffer:
@@ -280,11 +269,14 @@ def find_engine(bundle: Bundle, precision: str, device: int = 0) -> tuple[Path, 
         shas[p] = sha256_file(bundle.root / rel)
     if not shas:
         raise BackendError(f"{bundle.root}: no ONNX model in this bundle to build TensorRT engines from; re-export it")
+    # Size check only: hashing the engine at every start would cost seconds (build-engine and
+    # `edge-bus info` check its SHA-256).
     if precision == "auto":
-        result = lookup_auto(bundle.root, model=m.model, onnx_sha256=shas, target=target, records=records)
+        result = lookup_auto(bundle.root, model=m.model, onnx_sha256=shas, target=target, records=records,
+                             verify_sha256=False)
     else:
         result = lookup(bundle.root, model=m.model, onnx_sha256=shas[precision], target=target,
-                        precision=precision, records=records)
+                        precision=precision, records=records, verify_sha256=False)
     if result.status != "fresh":
         raise BackendError(result.message(bundle.root))
     return bundle.root / result.record.path, result.precision
