@@ -11,7 +11,6 @@ Probes read files below `root` and run commands through `run`, so tests can hand
 
 from __future__ import annotations
 
-import glob
 import importlib
 import importlib.util
 import os
@@ -528,18 +527,6 @@ def _check_network(cv: dict[str, Any], scheme: str) -> Check:
     return Check("source", "warn", f"{scheme} stream: not contacted by `info` (reachability unknown)")
 
 
-def _format_detail(capture: dict[str, Any] | None) -> tuple[str, bool]:
-    """('gives MJPG 1920x1080 @ 30 fps', mismatch?) from a source's capture_format."""
-    if not capture:
-        return "opened", False
-    got = capture["got"]
-    gives = f"gives {got.get('pixel_format') or '?'} {got.get('width')}x{got.get('height')} @ {got.get('fps') or '?'} fps"
-    if not capture["mismatch"]:
-        return gives, False
-    asked = ", ".join(f"{k} {capture['asked'][k]}" for k in capture["mismatch"])
-    return f"{gives}; asked {asked}", True
-
-
 def _check_device(info: dict[str, Any], path: str, root: Path, options: dict[str, Any], probe: Probe) -> Check:
     node = root / path.lstrip("/")
     cv = info["opencv"]
@@ -560,8 +547,11 @@ def _check_device(info: dict[str, Any], path: str, root: Path, options: dict[str
     except SourceError as exc:
         return Check("source", "fail", str(exc), "a capture device is opened by one program at a time: stop the "
                      "service first (sudo systemctl stop edge-bus), then check `v4l2-ctl -d " + path + " --all`")  # fmt: skip
-    detail, mismatch = _format_detail(found.get("capture_format"))
-    if mismatch:
+    from edge_bus.runtime.sources import describe_capture
+
+    capture = found.get("capture_format")
+    detail = describe_capture(capture) if capture else "opened"
+    if capture and capture.get("mismatch"):
         return Check("source", "warn", f"{path}: {detail}",
                      f"set width/height/fps/pixel_format to a mode of `v4l2-ctl -d {path} --list-formats-ext`")  # fmt: skip
     return Check("source", "ok", f"{path}: capture device opened, {detail}")
@@ -575,12 +565,8 @@ def _check_paths(cv: dict[str, Any], text: str, scheme: str, probe: Probe) -> Ch
     is_glob = any(ch in path_text for ch in "*?[")
     if path.suffix.lower() in VIDEO_SUFFIXES and not is_glob and not cv.get("ffmpeg"):
         return Check("source", "fail", f"{path}: a video file, but OpenCV {cv.get('version')} has no FFMPEG", FFMPEG_ADVICE)
-    if is_glob and not glob.glob(path_text):
-        return Check("source", "fail", f"{path_text}: the pattern matches no file", "check the path and pattern")
-    if not is_glob:
-        if not path.exists():
-            return Check("source", "fail", f"{path}: no such file or folder", "check the path (relative paths start "
-                         "from the working directory)")  # fmt: skip
+    # a missing file or a glob that matches nothing: open_source (the probe) says so, as `edge-bus run` would
+    if not is_glob and path.exists():
         mode = os.R_OK | os.X_OK if path.is_dir() else os.R_OK
         denied = _permission_check(path, str(path), mode, "read")
         if denied is not None:
@@ -588,7 +574,8 @@ def _check_paths(cv: dict[str, Any], text: str, scheme: str, probe: Probe) -> Ch
     try:
         found = probe(path_text, {}, True)
     except SourceError as exc:
-        return Check("source", "fail", str(exc), "give a video OpenCV can decode, an image, a folder or a glob of images")
+        return Check("source", "fail", str(exc), "check the path (relative paths start from the working directory); "
+                     "give a video OpenCV can decode, an image, a folder or a glob of images")  # fmt: skip
     shape = found.get("shape") or []
     if found.get("error"):
         return Check("source", "warn", f"{path_text}: the first frame is unreadable: {found['error']}",

@@ -233,6 +233,13 @@ def test_device_is_opened_and_its_format_read_back(tmp_path):
     warn = check_source(info, "v4l2:///dev/video2", tmp_path, probe=differs)
     assert warn.status == "warn" and "YUYV 1280x720" in warn.detail and "asked pixel_format MJPG" in warn.detail
     assert "--list-formats-ext" in warn.advice
+    from edge_bus.runtime.sources import describe_capture
+
+    # formatted as the run's summary and the journal warning format it (sources.describe_capture)
+    assert ok.detail.endswith(describe_capture({"asked": asked, "got": dict(asked), "mismatch": []}))
+    assert warn.detail == "/dev/video2: " + describe_capture(
+        {"asked": asked, "got": other, "mismatch": ["pixel_format", "width", "height", "fps"]})
+    assert "gives YUYV 1280x720 @10 fps" in warn.detail
     from edge_bus.errors import SourceError
 
     busy = check_source(info, "v4l2:///dev/video2", tmp_path, probe=fake_probe(error=SourceError("cannot open")))
@@ -444,3 +451,13 @@ def test_int8_engine_is_checked_against_the_tensorrt_int8_onnx_model(tmp_path):
     (bundle / "model.int8.tensorrt.onnx").write_bytes(b"re-quantized")
     stale = sysinfo.check_bundle("classifier", str(bundle), "tensorrt", precision="int8", target=here)
     assert stale.failed and "another model.onnx" in stale.detail
+
+
+def test_missing_files_are_reported_by_the_runtime_opener(tmp_path):
+    """`info` opens the source with open_source, as `edge-bus run` does: a missing file or a glob that
+    matches nothing gets the runtime's own message, not a second wording of it."""
+    info = facts()
+    missing = check_source(info, str(tmp_path / "nope.png"))
+    assert missing.failed and "no such file or folder (source URI" in missing.detail
+    nothing = check_source(info, str(tmp_path / "*.png"))
+    assert nothing.failed and "the glob matches no image files" in nothing.detail

@@ -1,8 +1,14 @@
-"""What every command shares: one console, and user errors printed as one line with exit code 2."""
+"""What every command shares: one console, and user errors printed as one line with exit code 2.
+
+An interrupt before a command's work can drain (Ctrl-C or SIGTERM while `edge-bus run` loads its
+models) exits 128 + the signal number, as a shell reports a process killed by it: 130 for SIGINT,
+143 for SIGTERM; the deployed units list both in SuccessExitStatus= (a stop is not a failure).
+"""
 
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -30,9 +36,10 @@ def user_errors(func: F) -> F:
         except EdgeBusError as exc:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)  # runtime.pipeline.Terminated carries SIGTERM
+            err_console.print("terminated" if signum == signal.SIGTERM else "interrupted")
+            raise typer.Exit(code=128 + int(signum)) from None
 
     return wrapper  # type: ignore[return-value]
 

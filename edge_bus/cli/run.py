@@ -5,7 +5,8 @@ Options override `--config FILE` (YAML, see edge_bus.runtime.config). Never impo
 Exit codes: 0 when the run ended normally (end of a file source, max_frames, Ctrl-C, SIGTERM);
 2 for a user error (bad option, config, bundle or source: one line saying what to do);
 3 (EXIT_SOURCE_LOST) when a live source was lost and did not come back after its reconnect
-attempts, so that systemd's Restart=on-failure starts the run again; 130 for Ctrl-C while loading.
+attempts, so that systemd's Restart=on-failure starts the run again; 130 for Ctrl-C and 143 for
+SIGTERM while the models load (SuccessExitStatus= of the deployed units: a stop is no failure).
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ def _status_line(s: dict[str, Any]) -> str:
             f"drops {s['drops']}  bad {s['bad_frames']}  reconnects {s['reconnects']}")
 
 
-def _format_mismatch(capture: dict[str, Any]) -> str:
-    asked, got = capture["asked"], capture["got"]
-    return "; ".join(f"{key} asked {asked[key]}, got {got.get(key)}" for key in capture["mismatch"])
-
-
 def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -47,7 +43,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row("fps", f"{summary['fps']:.2f}")
     capture = summary.get("capture_format")
     if capture and capture.get("mismatch"):
-        table.add_row("capture format", _format_mismatch(capture))
+        from edge_bus.runtime.sources import describe_capture
+
+        table.add_row("capture format", describe_capture(capture))
     for stage, v in summary["latency_ms"].items():
         if v["p50"] is not None:
             table.add_row(f"{stage} ms", f"p50 {v['p50']:.2f}  p99 {v['p99']:.2f}")
@@ -85,7 +83,7 @@ def register(app: typer.Typer) -> None:
         allow_rejected: bool = typer.Option(False, "--allow-rejected", help="run bundles that failed their parity gate"),
         allow_unchecked: bool = typer.Option(False, "--allow-unchecked", help="run untrained / latency-only bundles (no accuracy checked)"),
         per_run_folder: bool = typer.Option(False, "--per-run-folder", help="write to OUT/<UTC start>-<pid>/ (and OUT/latest) instead of OUT itself"),
-        keep_runs: Optional[int] = typer.Option(None, "--keep-runs", help="with --per-run-folder: run folders kept (oldest deleted at start)"),
+        keep_runs: Optional[int] = typer.Option(None, "--keep-runs", help="with --per-run-folder: runs kept, counting only runs that processed frames (oldest deleted at start)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run's results in OUT (refused otherwise)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per backend (default: library default)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),

@@ -27,6 +27,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 SINKS = ("jsonl", "overlay", "masks", "window")
 ROI_MODES = ("none", "auto")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+NO_FRAME_TIMEOUT_S = 3.0  # live sources: seconds without a good frame before the source is reopened
 FOURCC_RE = re.compile(r"[A-Za-z0-9_]{3}[A-Za-z0-9_ ]")  # V4L2 codes are 4 characters ("Y16 " ends in a space)
 
 
@@ -53,7 +54,7 @@ class RunConfig:
     allow_rejected: bool = False
     allow_unchecked: bool = False  # run untrained / latency-only bundles (refused by default)
     out_per_run: bool = False  # results in out/<UTC start>-<pid>/ (plus out/latest) instead of out/ itself
-    keep_runs: int | None = None  # with out_per_run: run folders kept (the current one included); None = all
+    keep_runs: int | None = None  # with out_per_run: runs with frames kept (the current one included); None = all
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -61,6 +62,7 @@ class RunConfig:
     reconnect_attempts: int = 5
     reconnect_backoff_s: float = 0.5
     max_failed_reads: int = 5  # live sources: failed reads in a row (each a bad frame) before reopening
+    no_frame_timeout_s: float = NO_FRAME_TIMEOUT_S  # live sources: no good frame for this long: reopen
     health_file: str | None = None
     health_interval_s: float = 2.0
     health_port: int | None = None  # optional GET /health on 127.0.0.1:<port>; None = off
@@ -135,6 +137,8 @@ class RunConfig:
         for key in ("max_wait_ms", "reconnect_backoff_s"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.no_frame_timeout_s <= 0:
+            raise bad("no_frame_timeout_s", f"must be > 0 seconds, got {self.no_frame_timeout_s}")
         if self.health_interval_s <= 0:
             raise bad("health_interval_s", f"must be > 0, got {self.health_interval_s}")
         if self.fps is not None and self.fps <= 0:
@@ -190,7 +194,7 @@ _KIND = {
     "roi": "str", "sinks": "list", "allow_rejected": "bool", "allow_unchecked": "bool", "out_per_run": "bool",
     "keep_runs": "int", "width": "int", "height": "int",
     "fps": "float", "pixel_format": "str", "reconnect_attempts": "int", "reconnect_backoff_s": "float",
-    "max_failed_reads": "int",
+    "max_failed_reads": "int", "no_frame_timeout_s": "float",
     "health_file": "str", "health_interval_s": "float", "health_port": "int", "max_frames": "int",
 }  # fmt: skip
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -11,10 +11,13 @@ behind inference (OpenCV and the backends release the GIL):
 
 `Pipeline.run()` returns the summary. Ctrl-C, SIGTERM (systemd, `docker stop`) or `stop()` stop
 capturing, drain the queues, flush every sink and return the summary; a second signal abandons the
-drain. A live source that fails to deliver `max_failed_reads` frames in a row (each counted as a bad
-frame) is reopened with exponential backoff; when it does not come back the run ends cleanly with
-`summary["source_lost"]` true, which `edge-bus run` turns into exit code 3 so that a service manager
-restarts it. A file source that ends normally is not "lost".
+drain. A live source is reopened with exponential backoff when it gives no good frame for
+`no_frame_timeout_s` seconds (a stalled network stream whose reads each time out is reopened after
+its first timed-out read, not after several) or fails more than `max_failed_reads` reads in a row
+(each tolerated failure is counted as a bad frame); when it does not come back the run ends cleanly
+with `summary["source_lost"]` true, which `edge-bus run` turns into exit code 3 so that a service
+manager restarts it. A file source that ends normally is not "lost". A per-run results folder of a
+run that processed no frame is deleted at the end (`sinks.discard_run_folder`).
 
 Live sources and latency. For a live source the prepare stage waits for a free buffer *before* it
 takes frames from the queue (frames taken first would age while newer ones are dropped), and only
@@ -22,16 +25,18 @@ two buffers circulate (one in inference, one being filled), so a frame waits for
 inferences; with `queue_size` about `batch`, `queue_size + 2 * batch` frames are in flight at most.
 Files use three buffers and take the batch first: nothing is dropped and throughput is what counts.
 
-Signals. While `run()` runs in the main thread it installs SIGINT and SIGTERM handlers that only
-count the signal (the previous handlers are restored afterwards); the main thread waits on Events in
+Signals. From the end of `open()` until `run()` (or `close()`) ends, in the main thread, SIGINT and
+SIGTERM handlers only count the signal (the previous handlers are restored afterwards, the default
+action where a previous one was set outside Python); a signal between `open()` and `run()` makes
+the run stop at once. The main thread waits on Events in
 short timed slices, turns the count into stop/abort and never calls Thread.join. A KeyboardInterrupt
 raised inside `Thread.join` can mark a still-running thread as stopped (CPython 3.11's
 `_wait_for_tstate_lock` releases the thread's own lock on any exception): the main thread then
 closed the sinks under a post stage that was still writing, which lost frames or wedged the video
 writer. The drain is bounded (`drain_timeout_s`), and so is the wait for every stage after it
 (`worst_case_stop_s()`, which the deployed units' stop timeouts are derived from). While `open()`
-loads the models SIGTERM raises KeyboardInterrupt like Ctrl-C (Python as PID 1 in a container
-would otherwise ignore it).
+loads the models SIGTERM raises `Terminated`, a KeyboardInterrupt, like Ctrl-C (Python as PID 1 in
+a container would otherwise ignore it); `edge-bus run` exits 143 on it (130 for Ctrl-C).
 
 Benchmarks run the real pipeline without writing files:
     Pipeline(RunConfig(source=uri, classifier=..., segmenter=..., backend=..., precision=...,
@@ -58,11 +63,12 @@ from edge_bus.errors import EdgeBusError, PreprocessError, SourceError
 from edge_bus.fileio import write_json_atomic
 from edge_bus.runtime.backends import BackendOptions
 from edge_bus.runtime.batcher import END, Batcher, FrameQueue
+from edge_bus.runtime.config import NO_FRAME_TIMEOUT_S
 from edge_bus.runtime.frames import Frame, FrameResult
 from edge_bus.runtime.models import LoadedModel, load_model
 from edge_bus.runtime.postprocess import classify, region_of, segment
 from edge_bus.runtime.roi import Roi, find_roi, parse_roi
-from edge_bus.runtime.sinks import Sink, make_sinks, refuse_overwrite, results_folder
+from edge_bus.runtime.sinks import SUMMARY_FILE, Sink, discard_run_folder, make_sinks, refuse_overwrite, results_folder
 from edge_bus.runtime.sources import Source, VideoFileSource, open_source
 from edge_bus.runtime.stats import RunStats
 
@@ -76,6 +82,18 @@ POOL_SLOTS = 3  # files: preprocessed batches in flight: one being filled, one q
 LIVE_POOL_SLOTS = 2  # live sources: one in inference, one being filled (a frame waits <= ~2 inferences)
 ROI_FRAMES = 10  # frames looked at by roi="auto"
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while the models load: interrupts like Ctrl-C; `signum` tells the two apart (exit 143, not 130)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
 
 
 def worst_case_stop_s(drain_timeout_s: float = DRAIN_TIMEOUT_S, stage_exit_s: float = STAGE_EXIT_S) -> float:
@@ -130,6 +148,10 @@ class Pipeline:
         self._signals = 0  # SIGINT/SIGTERM counted by the handler; acted on by the main thread
         self._signals_seen = 0
         self._last_signal = signal.SIGINT
+        self._saved_handlers: dict[int, Any] = {}  # signal -> the handler before ours, given back at the end
+        self._run_folder: Path | None = None  # the per-run folder this pipeline made (deleted when no frame came)
+        self._finished = False
+        self._made_sinks = False  # the sinks were made here (closed here when open() fails)
         self._done: dict[str, threading.Event] = {}  # stage name -> set when the stage has left
         self._sink_lock = threading.Lock()  # the post stage writes and _shutdown closes under it
         self._sinks_closed = False
@@ -150,12 +172,28 @@ class Pipeline:
         """Open what was not given: models first (fail fast on bad bundles), then the source, then sinks."""
         if getattr(self, "_opened", False):
             return
+        self._take_signals({signal.SIGTERM: _raise_terminated})  # while models load: SIGTERM interrupts like Ctrl-C
         try:
-            with self._sigterm_interrupts():
-                self._open_all()
+            self._open_all()
+            # from here until run() ends SIGINT and SIGTERM are counted, with no gap in between in which
+            # SIGTERM would have its default action (ignored by PID 1 in a container)
+            self._take_signals({signum: self._on_signal for signum in STOP_SIGNALS})
         except BaseException:
-            self._close_owned()
+            try:
+                if self._made_sinks:
+                    for sink in self.sinks or []:
+                        with contextlib.suppress(Exception):
+                            sink.close()
+                self._close_owned()
+                self._discard_empty_run_folder()
+            finally:
+                self._give_back_signals()
             raise
+
+    def close(self) -> None:
+        """After open() without run(): flush and close what open() made, give the signal handlers back.
+        run() does this itself; calling it again does nothing."""
+        self._finish(None)
 
     def _open_all(self) -> None:
         cfg = self.config
@@ -179,9 +217,13 @@ class Pipeline:
             self._owned.append(self.source)
         if self.sinks is None:
             fps = self.source.fps if isinstance(self.source, VideoFileSource) else (cfg.fps or 25.0)
+            # overwrite=True: an earlier run's results were refused above, before the models were loaded
             self.out_dir = results_folder(cfg.out, list(cfg.sinks), per_run=per_run,
-                                          keep_runs=getattr(cfg, "keep_runs", None), overwrite=self.overwrite)
+                                          keep_runs=getattr(cfg, "keep_runs", None), overwrite=True)
+            if per_run:
+                self._run_folder = self.out_dir
             self.sinks = make_sinks(list(cfg.sinks), self.out_dir, fps=fps)
+            self._made_sinks = True
         else:
             self.out_dir = Path(cfg.out) if getattr(cfg, "out", None) else None
         self.stats.source = self.source.uri
@@ -208,10 +250,8 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         """Run to the end of the source, max_frames, stop() or Ctrl-C; return the summary."""
         health = None
-        previous_handlers: dict[int, Any] = {}
         try:
             self.open()  # a Ctrl-C while models load still raises KeyboardInterrupt (nothing runs yet)
-            previous_handlers = self._install_signal_handlers()
             cfg = self.config
             if getattr(cfg, "health_file", None) or getattr(cfg, "health_port", None):
                 from edge_bus.runtime.health import HealthReporter
@@ -234,10 +274,7 @@ class Pipeline:
                 self._wait(health)
             self.stats.finish()
         finally:
-            try:
-                self._shutdown(health)
-            finally:
-                self._restore_signal_handlers(previous_handlers)
+            self._finish(health)
         if self._failure is not None:
             raise self._failure
         return self.summary()
@@ -253,37 +290,49 @@ class Pipeline:
     def _handles_signals(self) -> bool:
         return self.handle_sigint and threading.current_thread() is threading.main_thread()
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        """Count SIGINT/SIGTERM instead of acting on them (main thread only); returns the old handlers."""
-        previous: dict[int, Any] = {}
+    def _take_signals(self, handlers: dict[int, Any]) -> None:
+        """Install `handlers` (main thread only); the handler each replaces first is kept to give back."""
         if not self._handles_signals():
-            return previous
-        for signum in STOP_SIGNALS:
+            return
+        for signum, handler in handlers.items():
             try:
-                previous[signum] = signal.signal(signum, self._on_signal)
+                previous = signal.signal(signum, handler)
             except (ValueError, OSError):  # e.g. an embedded interpreter without signal support
-                pass
-        return previous
+                continue
+            self._saved_handlers.setdefault(signum, previous)
 
-    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    def _give_back_signals(self) -> None:
+        """Restore the handlers found before open(). signal.signal() returns None for a handler set
+        outside Python (from C), which cannot be set again: those signals get their default action."""
+        saved, self._saved_handlers = self._saved_handlers, {}
+        for signum, handler in saved.items():
+            try:
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            except (ValueError, OSError, TypeError) as exc:
+                log.warning("cannot restore the handler of signal %d: %s", signum, exc)
 
-    @contextlib.contextmanager
-    def _sigterm_interrupts(self):
-        """While models load (nothing runs yet): SIGTERM raises KeyboardInterrupt, as Ctrl-C does."""
-        if not self._handles_signals():
-            yield
+    def _finish(self, health) -> None:
+        """Close everything once: sinks, sources, models, health; delete an empty run folder; give back
+        the signal handlers."""
+        if self._finished:
             return
+        self._finished = True
         try:
-            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        except (ValueError, OSError):
-            yield
-            return
-        try:
-            yield
+            self._shutdown(health)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            try:
+                self._discard_empty_run_folder()
+            finally:
+                self._give_back_signals()
+
+    def _discard_empty_run_folder(self) -> None:
+        """A run that processed no frame (a card without signal, restarted every few seconds) leaves no
+        folder behind: it would count as a run and push real runs out of keep_runs."""
+        if self._run_folder is None or self.stats.frames > 0:
+            return
+        if discard_run_folder(self._run_folder):
+            self.out_dir = None
+        self._run_folder = None
 
     def _on_signal(self, signum, frame) -> None:
         # Runs in the main thread between two bytecodes, possibly inside a lock-holding call:
@@ -444,9 +493,11 @@ class Pipeline:
         src, q, cfg = self.source, self._frames_q, self.config
         max_frames = getattr(cfg, "max_frames", None)
         tolerated = int(getattr(cfg, "max_failed_reads", 5))
+        no_frame_s = float(getattr(cfg, "no_frame_timeout_s", NO_FRAME_TIMEOUT_S))
         captured = 0
         failed_reads = 0  # failed reads in a row, each counted as a bad frame; reset by a good read
         failures = 0  # consecutive failed reconnects; reset by a good read
+        last_good = time.monotonic()  # the last good read (or the start, or the last reopen)
         try:
             while not self._stop.is_set():
                 if max_frames and captured >= max_frames and not src.live:  # live: counted as processed, in _post
@@ -458,16 +509,23 @@ class Pipeline:
                         self.stats.ended_because = self.stats.ended_because or "end of source"
                         break
                     failed_reads += 1
-                    if failed_reads <= tolerated:
-                        self._bad(f"{src.uri}: read failed{': ' + error if error else ''} ({failed_reads} in a row; "
-                                  f"the source is reopened after {tolerated})")
+                    gap = time.monotonic() - last_good  # a read that timed out counts with its whole wait
+                    if failed_reads <= tolerated and gap < no_frame_s:
+                        self._bad(f"{src.uri}: read failed{': ' + error if error else ''} ({failed_reads} in a row, "
+                                  f"no frame for {gap:.1f} s; the source is reopened after {tolerated} or "
+                                  f"{no_frame_s:g} s)")  # fmt: skip
                         continue
+                    why = (f"no frame for {gap:.1f} s (no_frame_timeout_s {no_frame_s:g})" if gap >= no_frame_s
+                           else f"{failed_reads} failed reads in a row (max_failed_reads {tolerated})")
+                    log.warning("%s: %s", src.uri, why)
                     failed_reads = 0
                     failures = self._reconnect(failures)
                     if failures < 0:
                         break
+                    last_good = time.monotonic()  # the reopened source gets a whole window
                     continue
                 failed_reads = failures = 0
+                last_good = time.monotonic()
                 captured += 1
                 if src.live:
                     self.stats.drops += q.put_newest(frame)
@@ -687,4 +745,4 @@ def write_summary(summary: dict[str, Any], out_dir: str | Path | None) -> Path |
     """summary.json in `out_dir`, written atomically (a reader never sees half of it)."""
     if out_dir is None:
         return None
-    return write_json_atomic(Path(out_dir) / "summary.json", summary)
+    return write_json_atomic(Path(out_dir) / SUMMARY_FILE, summary)

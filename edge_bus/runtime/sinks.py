@@ -9,10 +9,19 @@ The results folder. `results_folder(out, per_run=True, keep_runs=N)` makes a fre
 oldest run folders so that N are left (never the current one): a restarted service never wipes
 what an earlier run wrote. Without per-run folders the results go to `out/` itself, and
 `refuse_overwrite(out, names)` stops a run that would overwrite an earlier run's results.
+
+Retention counts runs that processed frames only. A run that ends without one (a card plugged in
+but no signal: exit 3, restarted by systemd every few seconds) removes its own folder
+(`discard_run_folder`), and a folder whose summary.json says `frames: 0`, or that holds no
+results at all, is never counted (nor deleted while it may belong to a run still starting).
+Runs are ordered by a sequence number, not by the time in their names (a cart without an RTC or
+NTP can start with its clock reset): `out/.run-counter` holds the last one given out and every run
+folder its own in `.run-seq`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +35,7 @@ import cv2
 import numpy as np
 
 from edge_bus.errors import ConfigError
+from edge_bus.fileio import write_text_atomic
 from edge_bus.runtime.frames import FrameResult
 from edge_bus.runtime.postprocess import full_frame_mask
 
@@ -84,7 +94,7 @@ class MaskSink(Sink):
     def write(self, result: FrameResult) -> None:
         if not result.segmented:
             return
-        name = f"{result.frame.id:06d}.png"
+        name = mask_name(result.frame.id)
         if not cv2.imwrite(str(self.folder / name), full_frame_mask(result.lesion, result.frame.shape)):
             raise OSError(f"{self.folder / name}: cannot write the mask PNG")
         result.mask_file = f"{self.folder.name}/{name}"
@@ -187,33 +197,98 @@ class WindowSink(Sink):
 # -- the results folder ---------------------------------------------------------------------------
 RUN_FOLDER_RE = re.compile(r"^\d{8}T\d{6}Z-\d+(-\d+)?$")  # 20250102T030405Z-1234, -1234-2 on a name clash
 LATEST = "latest"
-RESULT_FILES = {"jsonl": "results.jsonl", "overlay": "overlay.mp4"}
+RESULT_FILES = {"jsonl": "results.jsonl", "overlay": "overlay.mp4"}  # sink -> the file it writes in the folder
+MASKS_DIR = "masks"  # the masks sink's folder: masks/<frame id>.png
 SUMMARY_FILE = "summary.json"
-MASK_RE = re.compile(r"^\d{6,}\.png$")  # masks/<frame id>.png
+MASK_RE = re.compile(r"^\d{6,}\.png$")  # what mask_name() gives
+RUN_COUNTER = ".run-counter"  # in out/: the last run sequence number given out
+RUN_SEQ = ".run-seq"  # in each run folder: its sequence number
+
+
+def mask_name(frame_id: int) -> str:
+    """The file name of a frame's mask in masks/ (MASK_RE matches it)."""
+    return f"{frame_id:06d}.png"
 
 
 def run_folder_name(started: datetime, pid: int) -> str:
     return f"{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{pid}"
 
 
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """An exclusive lock on the folder `out` (two runs starting at once get different numbers)."""
+    try:
+        import fcntl
+
+        fd = os.open(out, os.O_RDONLY)
+    except (ImportError, OSError):  # not Linux: unlocked
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock: unlocked
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def next_run_seq(out: Path) -> int:
+    """The next run sequence number: one above out/.run-counter and above every run folder's own
+    (a deleted or corrupt counter file never makes a new run sort before the old ones)."""
+    with _locked(out):
+        seen = [_read_int(out / RUN_COUNTER) or 0]
+        seen += [run_seq(p) or 0 for p in _run_folder_paths(out)]
+        seq = max(seen) + 1
+        write_text_atomic(out / RUN_COUNTER, f"{seq}\n")
+    return seq
+
+
+def run_seq(folder: Path) -> int | None:
+    """A run folder's sequence number; None for one made before run folders had one."""
+    return _read_int(folder / RUN_SEQ)
+
+
 def make_run_folder(out: Path, *, started: datetime | None = None, pid: int | None = None) -> Path:
-    """A new, empty out/<UTC start>-<pid>[-n]/ (a suffix only when a restart reuses the second and pid)."""
+    """A new out/<UTC start>-<pid>[-n]/ (a suffix only when a restart reuses the second and pid) with
+    the next run sequence number in it."""
     name = run_folder_name(started or datetime.now(timezone.utc), os.getpid() if pid is None else pid)
     out.mkdir(parents=True, exist_ok=True)
+    seq = next_run_seq(out)
     for attempt in range(1000):
         folder = out / (name if attempt == 0 else f"{name}-{attempt}")
         try:
             folder.mkdir()
-            return folder
         except FileExistsError:
             continue
+        (folder / RUN_SEQ).write_text(f"{seq}\n", encoding="utf-8")
+        return folder
     raise ConfigError(f"{out}: cannot make a new run folder {name}: 1000 of that name exist; clean up the folder")
 
 
-def point_latest_at(folder: Path) -> None:
-    """out/latest -> the run folder (relative, replaced atomically); a filesystem without links gets none."""
-    link = folder.parent / LATEST
-    tmp = folder.parent / f".{LATEST}.{os.getpid()}"
+def point_latest_at(folder: Path | None, out: Path | None = None) -> None:
+    """out/latest -> the run folder (relative, replaced atomically); None removes the link.
+
+    Only a missing `latest` or a symbolic link is replaced: a file or folder of that name that
+    someone put there is left alone (with a warning). A filesystem without links gets none."""
+    out = folder.parent if folder is not None else out
+    link = out / LATEST
+    if os.path.lexists(link) and not link.is_symlink():
+        log.warning("%s: not a symbolic link (a file or folder someone made); not pointing it at the run folder; "
+                    "rename it to get the %s link back", link, LATEST)  # fmt: skip
+        return
+    if folder is None:
+        link.unlink(missing_ok=True)
+        return
+    tmp = out / f".{LATEST}.{os.getpid()}"
     try:
         tmp.unlink(missing_ok=True)
         os.symlink(folder.name, tmp)
@@ -222,18 +297,66 @@ def point_latest_at(folder: Path) -> None:
         log.warning("%s: cannot point %s at the new run folder (%s); find the newest run by its name", link, LATEST, exc)
 
 
-def run_folders(out: Path) -> list[Path]:
-    """The run folders in `out`, oldest first (by the start time in the name, then by modification time)."""
+def _run_folder_paths(out: Path) -> list[Path]:
     if not out.is_dir():
         return []
-    found = [p for p in out.iterdir() if RUN_FOLDER_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
-    return sorted(found, key=lambda p: (p.name[:16], p.stat().st_mtime))
+    return [p for p in out.iterdir() if RUN_FOLDER_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def run_folders(out: Path) -> list[Path]:
+    """The run folders in `out`, oldest first: by sequence number (folders without one, from before
+    there were any, first, by the time in their name and their modification time)."""
+
+    def key(p: Path) -> tuple[int, str, float]:
+        seq = run_seq(p)
+        return (seq if seq is not None else -1, p.name[:16], p.stat().st_mtime)
+
+    return sorted(_run_folder_paths(out), key=key)
+
+
+def run_frames(folder: Path) -> int | None:
+    """Frames a run processed: its summary.json's `frames`; without a summary (a run still under
+    way, or killed) 1 when it holds results and 0 when not; None when the summary cannot be read."""
+    summary = folder / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            frames = json.loads(summary.read_text(encoding="utf-8")).get("frames")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return frames if isinstance(frames, int) and not isinstance(frames, bool) else None
+    return 1 if _holds_results(folder) else 0
+
+
+def _holds_results(folder: Path) -> bool:
+    for name in RESULT_FILES.values():
+        try:
+            if (folder / name).stat().st_size > 0:
+                return True
+        except OSError:
+            continue
+    masks = folder / MASKS_DIR
+    return masks.is_dir() and any(MASK_RE.match(p.name) for p in masks.iterdir())
 
 
 def prune_run_folders(out: Path, keep: int, current: Path) -> list[Path]:
-    """Delete the oldest run folders so that `keep` are left, the current one counted and never deleted."""
-    others = [p for p in run_folders(out) if p != current]
-    doomed = others[: max(0, len(others) - (keep - 1))]
+    """Delete the oldest run folders so that `keep` are left, the current one counted and never deleted.
+
+    Only runs with frames count (an unreadable summary counts too: never delete what cannot be
+    judged as empty). A folder whose summary says it ended with no frame is deleted; one with no
+    summary and no results is left alone uncounted (it may belong to a run that is still starting)."""
+    ordered = run_folders(out)
+    counted: list[Path] = []
+    doomed: list[Path] = []
+    for folder in ordered:
+        if folder == current:
+            continue
+        frames = run_frames(folder)
+        if frames is None or frames > 0:
+            counted.append(folder)
+        elif (folder / SUMMARY_FILE).is_file():
+            doomed.append(folder)  # a finished run with nothing in it
+    doomed += counted[: max(0, len(counted) - (keep - 1))]
+    doomed = [p for p in ordered if p in doomed]  # oldest first
     for folder in doomed:
         try:
             shutil.rmtree(folder)
@@ -243,12 +366,31 @@ def prune_run_folders(out: Path, keep: int, current: Path) -> list[Path]:
     return doomed
 
 
+def discard_run_folder(folder: Path) -> bool:
+    """Delete the folder of a run that processed no frame and point out/latest back at the newest
+    run left (or remove it). True when the folder is gone."""
+    out = folder.parent
+    try:
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot delete the empty run folder %s: %s", folder, exc)
+        return False
+    link = out / LATEST
+    if link.is_symlink() and os.readlink(link) == folder.name:
+        left = [p for p in run_folders(out) if run_frames(p) != 0]
+        point_latest_at(left[-1] if left else None, out)
+    log.info("no frame was processed: deleted the empty run folder %s", folder)
+    return True
+
+
 def earlier_results(out: Path, names: list[str]) -> list[Path]:
     """Files in `out` that a run writing sinks `names` (and summary.json) would overwrite."""
     found = [out / RESULT_FILES[n] for n in names if n in RESULT_FILES and (out / RESULT_FILES[n]).exists()]
     if (out / SUMMARY_FILE).exists():
         found.append(out / SUMMARY_FILE)
-    masks = out / "masks"
+    masks = out / MASKS_DIR
     if "masks" in names and masks.is_dir() and any(MASK_RE.match(p.name) for p in masks.iterdir()):
         found.append(masks)
     return found
@@ -308,11 +450,11 @@ def make_sinks(names: list[str], out_dir: str | Path | None, *, fps: float = 25.
         if name not in names:
             continue
         if name == "masks":
-            sinks.append(MaskSink(out / "masks"))
+            sinks.append(MaskSink(out / MASKS_DIR))
         elif name == "jsonl":
-            sinks.append(JsonlSink(out / "results.jsonl"))
+            sinks.append(JsonlSink(out / RESULT_FILES["jsonl"]))
         elif name == "overlay":
-            sinks.append(OverlayVideoSink(out / "overlay.mp4", fps=fps))
+            sinks.append(OverlayVideoSink(out / RESULT_FILES["overlay"], fps=fps))
         else:
             sinks.append(WindowSink())
     return sinks

@@ -290,10 +290,22 @@ def _differs(key: str, asked: Any, got: Any) -> bool:
     return int(got) != int(asked)
 
 
-def _describe_format(f: dict[str, Any]) -> str:
+def describe_format(f: dict[str, Any]) -> str:
+    """A capture format as text: 'MJPG 1920x1080 @30 fps' (the one place a format is formatted)."""
     size = f"{f.get('width') or '?'}x{f.get('height') or '?'}" if ("width" in f or "height" in f) else ""
     fps = f"@{f['fps']:g} fps" if f.get("fps") else ""
     return " ".join(p for p in (f.get("pixel_format") or "", size, fps) if p) or "the default"
+
+
+def describe_capture(capture: dict[str, Any]) -> str:
+    """A `capture_format` record as text: 'gives MJPG 1920x1080 @30 fps', plus '; asked width 1920, ...'
+    naming what was asked of each differing key (`edge-bus info`, the run summary)."""
+    text = f"gives {describe_format(capture['got'])}"
+    if capture.get("mismatch"):
+        asked = capture["asked"]
+        shown = [f"{k} {asked[k]:g}" if isinstance(asked[k], float) else f"{k} {asked[k]}" for k in capture["mismatch"]]
+        text += "; asked " + ", ".join(shown)
+    return text
 
 
 def check_capture_format(uri: str, asked: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +315,7 @@ def check_capture_format(uri: str, asked: dict[str, Any], got: dict[str, Any]) -
         shown = {k: got.get(k) for k in asked}
         device = uri.split("://", 1)[-1] or "/dev/video0"
         log.warning("%s: asked for %s, the device gives %s (%s differ); list what it supports with "
-                    "`v4l2-ctl -d %s --list-formats-ext`", uri, _describe_format(asked), _describe_format(shown),
+                    "`v4l2-ctl -d %s --list-formats-ext`", uri, describe_format(asked), describe_format(shown),
                     ", ".join(mismatch), device)  # fmt: skip
     return {"asked": dict(asked), "got": dict(got), "mismatch": mismatch}
 

@@ -1,9 +1,14 @@
-"""Fakes for pipeline tests: a backend that sleeps, live sources that fail on cue."""
+"""Fakes for pipeline tests: a backend that sleeps, live sources that fail on cue; a subprocess runner."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -175,3 +180,44 @@ class FakeCapture:
 
     def release(self) -> None:
         self.released = True
+
+
+class StallingLiveSource(Source):
+    """A live source whose reads block `stall_s` and then fail on every None in `script` (as a stalled
+    network stream's reads wait for their timeout); an image entry is a good read. Ends after the script."""
+
+    live = True
+
+    def __init__(self, script, stall_s: float, shape=(48, 64)) -> None:
+        super().__init__("stalling://cam")
+        self.script = list(script)
+        self.stall_s = stall_s
+        self.shape = shape
+        self.reopen_calls = 0
+        self._i = 0
+
+    def exhausted(self) -> bool:
+        return self._i >= len(self.script)
+
+    def _read_image(self):
+        if self.exhausted():
+            return None
+        self._i += 1
+        if self.script[self._i - 1] is None:
+            time.sleep(self.stall_s)  # the read timeout of a stalled stream, not synchronization
+            return None
+        return np.full(self.shape, 128, np.uint8), self.name, None
+
+    def reopen(self) -> None:
+        self.reopen_calls += 1
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_isolated(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python (these fakes importable): a test that sends a real signal to its own
+    process cannot kill the test run when the code under test mishandles it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip

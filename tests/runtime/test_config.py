@@ -67,6 +67,8 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
         ("pixel_format: NV1", "pixel_format", "exactly 4"),  # the v4l2 source needs exactly 4
         ("pixel_format: MJPEG", "pixel_format", "exactly 4"),
         ("max_failed_reads: -1", "max_failed_reads", ">= 0"),
+        ("no_frame_timeout_s: 0", "no_frame_timeout_s", "> 0"),
+        ("no_frame_timeout_s: soon", "no_frame_timeout_s", "a number"),
         ("out_per_run: true", "out_per_run", "needs 'out'"),
         ("keep_runs: 5", "keep_runs", "out_per_run: true"),
         ("allow_unchecked: 1", "allow_unchecked", "true or false"),
@@ -129,4 +131,6 @@ def test_per_run_keys_and_four_character_pixel_formats(tmp_path):
                                           "pixel_format: 'Y16 '\nmax_failed_reads: 0\nallow_unchecked: true\n"))
     assert (cfg.out_per_run, cfg.keep_runs, cfg.max_failed_reads, cfg.allow_unchecked) == (True, 3, 0, True)
     assert RunConfig(source="a", classifier="b").max_failed_reads == 5
+    assert RunConfig(source="a", classifier="b").no_frame_timeout_s == 3.0
+    assert load_run_config(write(tmp_path, "source: a\nclassifier: b\nno_frame_timeout_s: 10\n")).no_frame_timeout_s == 10.0
     assert RunConfig(source="a", classifier="b", pixel_format="MJPG").validate().pixel_format == "MJPG"

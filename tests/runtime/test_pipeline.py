@@ -1,5 +1,7 @@
 import _thread
 import json
+import signal
+import textwrap
 import threading
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from edge_bus.runtime.pipeline import Pipeline
 from edge_bus.runtime.sinks import JsonlSink, make_sinks
 from edge_bus.runtime.sources import SyntheticSource, open_source
 
-from fakes import FlakyLiveSource, GlitchyLiveSource, ListSource, fake_model
+from fakes import FlakyLiveSource, GlitchyLiveSource, ListSource, StallingLiveSource, fake_model, run_isolated
 
 
 def cfg(tmp_path: Path, **kw) -> RunConfig:
@@ -307,47 +309,136 @@ def test_real_sigint_drains_and_the_handler_is_restored(tmp_path):
     assert signal.getsignal(signal.SIGINT) is before
 
 
+# The SIGTERM tests send a real SIGTERM to their own process: they run in a subprocess, so that a
+# regression (no handler, or a handler left behind) kills that process and not the test run.
+SIGNAL_PRELUDE = """
+    import json, os, signal, sys, time
+    from pathlib import Path
+    import numpy as np
+    from edge_bus.runtime.config import RunConfig
+    from edge_bus.runtime import pipeline as pipeline_module
+    from edge_bus.runtime.pipeline import Pipeline
+    from edge_bus.runtime.sources import SyntheticSource
+    from fakes import ListSource, fake_model
+
+    def cfg(out, **kw):
+        base = dict(source="unused", classifier="unused", out=str(out), batch=4, max_wait_ms=5.0, queue_size=4)
+        base.update(kw)
+        return RunConfig(**base)
+
+    def report(**values):
+        print("RESULT " + json.dumps(values))
+"""
+
+
+def isolated(code: str) -> dict:
+    """Run SIGNAL_PRELUDE + code in a subprocess; the dict it reported (fails on a crash or a signal death)."""
+    done = run_isolated(textwrap.dedent(SIGNAL_PRELUDE) + textwrap.dedent(code))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 @pytest.mark.timeout(60)
 def test_sigterm_drains_flushes_and_the_handler_is_restored(tmp_path):
     """systemd's and `docker stop`'s SIGTERM is handled like Ctrl-C (in a container Python is PID 1,
     which ignores a signal it has no handler for)."""
-    import os
-    import signal
+    got = isolated(f"""
+        import cv2
+        out = Path({str(tmp_path / "out")!r})
+        before = signal.getsignal(signal.SIGTERM)
+        source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
 
-    before = signal.getsignal(signal.SIGTERM)
-    source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+        def sigterm_on_3rd(calls):
+            if calls == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
 
-    def sigterm_on_3rd(calls: int) -> None:
-        if calls == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    c = cfg(tmp_path, batch=1, sinks=["jsonl", "overlay"])
-    pipeline = Pipeline(c, source=source, models=[fake_model(delay_s=0.005, on_call=sigterm_on_3rd)])
-    summary = pipeline.run()
-    assert summary["ended_because"] == "terminated" and summary["frames"] >= 3
-    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == summary["frames"]
-    cap = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]  # the video was finished
-    cap.release()
-    assert signal.getsignal(signal.SIGTERM) is before
+        c = cfg(out, batch=1, sinks=["jsonl", "overlay"])
+        summary = Pipeline(c, source=source, models=[fake_model(delay_s=0.005, on_call=sigterm_on_3rd)]).run()
+        cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+        report(ended=summary["ended_because"], frames=summary["frames"],
+               lines=len((out / "results.jsonl").read_text().splitlines()),
+               video=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), restored=signal.getsignal(signal.SIGTERM) is before)
+    """)
+    assert got["ended"] == "terminated" and got["frames"] >= 3
+    assert got["lines"] == got["frames"]
+    assert got["video"] == got["frames"]  # the video was finished
+    assert got["restored"]
 
 
-def test_sigterm_while_models_load_interrupts_like_ctrl_c(tmp_path, monkeypatch):
-    import os
-    import signal
+def test_sigterm_while_models_load_interrupts_like_ctrl_c(tmp_path):
+    got = isolated(f"""
+        before = signal.getsignal(signal.SIGTERM)
 
-    from edge_bus.runtime import pipeline as pipeline_module
+        def load_model(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # `docker stop` during a long engine load
+            return fake_model()
 
-    before = signal.getsignal(signal.SIGTERM)
+        pipeline_module.load_model = load_model
+        try:
+            Pipeline(cfg({str(tmp_path / "out")!r}), source=ListSource([])).open()
+            report(raised=None)
+        except KeyboardInterrupt as exc:
+            report(raised=type(exc).__name__, signum=getattr(exc, "signum", None),
+                   restored=signal.getsignal(signal.SIGTERM) is before)
+    """)
+    assert got["raised"] == "Terminated" and got["signum"] == signal.SIGTERM  # a KeyboardInterrupt: exit 143
+    assert got["restored"]
 
-    def load_model(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # `docker stop` during a long engine load
-        return fake_model()
 
-    monkeypatch.setattr(pipeline_module, "load_model", load_model)
-    with pytest.raises(KeyboardInterrupt):
-        Pipeline(cfg(tmp_path), source=ListSource([])).open()
-    assert signal.getsignal(signal.SIGTERM) is before
+def test_sigterm_between_open_and_run_is_not_lost(tmp_path):
+    """The handler is installed from the end of open() on: a SIGTERM before run() stops the run at once
+    (it had its default action there: death outside a container, nothing at all as PID 1 in one)."""
+    got = isolated(f"""
+        before = signal.getsignal(signal.SIGTERM)
+        source = SyntheticSource("synthetic://?fps=0", fps=0.0, size=(64, 64), pool=2)
+        pipeline = Pipeline(cfg({str(tmp_path / "out")!r}, batch=1), source=source, models=[fake_model()])
+        pipeline.open()
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. while `edge-bus run` prints the source line
+        time.sleep(0.2)
+        summary = pipeline.run()
+        report(ended=summary["ended_because"], restored=signal.getsignal(signal.SIGTERM) is before)
+    """)
+    assert got["ended"] == "terminated" and got["restored"]
+
+
+def test_a_previous_handler_set_outside_python_is_restored_as_the_default(tmp_path):
+    """signal.signal() returns None for a handler installed from C, and signal.signal(n, None) raises
+    TypeError: such a signal gets SIG_DFL back."""
+    got = isolated(f"""
+        real = signal.signal
+        calls = []
+
+        def from_c(signum, handler):  # the first SIGTERM handler found was set from C
+            previous = real(signum, handler)
+            calls.append(signum)
+            return None if calls.count(signal.SIGTERM) == 1 and signum == signal.SIGTERM else previous
+
+        signal.signal = from_c
+        source = ListSource([np.zeros((40, 50), np.uint8)] * 3)
+        summary = Pipeline(cfg({str(tmp_path / "out")!r}), source=source, models=[fake_model()]).run()
+        signal.signal = real
+        report(frames=summary["frames"], default=signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+               sigint_restored=signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    """)
+    assert got == {"frames": 3, "default": True, "sigint_restored": True}
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_live_source_is_reopened_after_no_frame_timeout_s(tmp_path):
+    """A read that blocks until its timeout (a stalled RTSP stream: 5 s) is one failed read: counting
+    reads, max_failed_reads 5 waited 6 timeouts; no frame for no_frame_timeout_s reopens at once."""
+    img = "frame"
+    source = StallingLiveSource([img, None, img, img], stall_s=0.3)
+    c = cfg(tmp_path, max_failed_reads=5, no_frame_timeout_s=0.2, reconnect_backoff_s=0.0)
+    summary = Pipeline(c, source=source, models=[fake_model()]).run()
+    assert source.reopen_calls == 1 and summary["reconnects"] == 1 and summary["bad_frames"] == 0
+    assert summary["frames"] == 3 and summary["source_lost"] is False
+    # quick failures within the time window are still tolerated, as bad frames
+    source = StallingLiveSource([img, None, img], stall_s=0.0)
+    summary = Pipeline(cfg(tmp_path / "b", max_failed_reads=5, no_frame_timeout_s=5.0), source=source,
+                       models=[fake_model()]).run()  # fmt: skip
+    assert source.reopen_calls == 0 and summary["bad_frames"] == 1 and summary["frames"] == 2
 
 
 def test_allow_unchecked_is_passed_to_load_model(tmp_path, monkeypatch):
