@@ -110,18 +110,6 @@ class PipelineRun:
     notes: list[str] = field(default_factory=list)
 
 
-def open_bench_source(uri: str):
-    """The runtime's source for `uri`. An unpaced synthetic source (fps=0) is read as a file would be
-    (blocking, no drops): a live source that produces frames as fast as it can would otherwise spin a
-    core and drop nearly every frame, which measures the drop policy rather than throughput."""
-    from edge_bus.runtime.sources import SyntheticSource, open_source  # noqa: PLC0415
-
-    source = open_source(uri)
-    if isinstance(source, SyntheticSource) and not source.fps:
-        source.live = False
-    return source
-
-
 def run_runtime_pipeline(
     uri: str,
     *,
@@ -145,6 +133,7 @@ def run_runtime_pipeline(
     first-call set-up such as TensorRT contexts and memory arenas)."""
     from edge_bus.runtime.config import RunConfig  # noqa: PLC0415
     from edge_bus.runtime.pipeline import Pipeline  # noqa: PLC0415
+    from edge_bus.runtime.sources import open_source  # noqa: PLC0415
 
     config = RunConfig(
         source=uri,
@@ -160,7 +149,7 @@ def run_runtime_pipeline(
         allow_unchecked=True,  # latency-only default bundles are timed, and labelled so; never scored
     )
     config.validate()
-    source = open_bench_source(uri)
+    source = open_source(uri)  # an unpaced synthetic:// source is read like a file: no drops
     pipeline = Pipeline(config, source=source, handle_sigint=False, threads=threads)
     timer = threading.Timer(time_box_s, pipeline.stop)
     timer.daemon = True

@@ -416,14 +416,15 @@ def _network_source(uri: str, target: str, options: dict[str, Any]) -> Source:
 # Synthetic phantoms at a given rate
 # ----------------------------------------------------------------------------------------------
 class SyntheticSource(Source):
-    """Phantom frames paced at `fps` (0 = as fast as possible); a pool of frames is cycled."""
-
-    live = True
+    """Phantom frames paced at `fps`, a simulated camera (live: the newest frame is kept, drops are
+    counted), or unpaced (`fps=0`), read like a file: each frame is made when the pipeline asks for
+    it, so nothing is dropped. An unpaced live source would spin a core and drop nearly every frame."""
 
     def __init__(self, uri: str, *, fps: float = 30.0, size: tuple[int, int] = (256, 256), frames: int | None = None,
                  seed: int = 0, pool: int = 8, lesion: bool = True) -> None:
         super().__init__(uri)
         self.fps = fps
+        self.live = fps > 0
         self.size = size
         self.frames = frames
         self._pool = self._make_pool(seed, pool, lesion)

@@ -39,6 +39,17 @@ def write_video(path: Path, n: int, size=(96, 72)) -> Path:
 
 
 @pytest.mark.timeout(60)
+def test_unpaced_synthetic_source_is_read_like_a_file(tmp_path):
+    """synthetic://?fps=0 makes a frame when the pipeline asks for one: a slow model loses none,
+    where a live source producing frames as fast as it can would drop nearly all of them."""
+    source = open_source("synthetic://?fps=0&size=64x48&frames=30")
+    assert not source.live and open_source("synthetic://?fps=30&size=64x48").live
+    summary = Pipeline(cfg(tmp_path, queue_size=2, batch=2), source=source,
+                       models=[fake_model("segmentation", delay_s=0.02)]).run()
+    assert summary["frames"] == 30 and summary["drops"] == 0
+
+
+@pytest.mark.timeout(60)
 def test_file_source_loses_no_frame_and_jsonl_has_every_frame(tmp_path):
     video = write_video(tmp_path / "clip.mp4", 37)
     c = cfg(tmp_path, queue_size=2, sinks=["masks", "jsonl", "overlay"])
