@@ -1,4 +1,4 @@
-"""File helpers every part shares: content hashes and atomic writes (no torch)."""
+"""File helpers every part shares: content hashes, atomic writes and output-path checks (no torch)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,23 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
     """JSON (indent 2, trailing newline) written atomically; non-JSON values become strings."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
+
+
+def file_above(path: str | Path) -> Path | None:
+    """The nearest existing ancestor of `path` when it is a file (so nothing can be created under it)."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_out_file(path: str | Path, error: type[Exception], *, example: str, label: str = "") -> None:
+    """Raise `error` when `path`, a file to write, is an existing folder or lies under a file.
+    `example` is a file name suggested inside the folder; `label` (e.g. "--out") starts the message."""
+    path = Path(path)
+    shown = f"{label} {path}" if label else str(path)
+    if path.is_dir():
+        raise error(f"{shown}: is a folder; give the file to write, e.g. {path / example}")
+    blocker = file_above(path)
+    if blocker is not None:
+        raise error(f"{shown}: {blocker} is a file, not a folder; give a path in an existing or new folder")

@@ -10,7 +10,8 @@
 # Knobs (environment): EPOCHS (60), BATCH (16), RES (256), SEED (0, the training seed),
 # SPLIT (splits/busi-seed0.json), MAX_MINUTES (per-model time budget: stop after the epoch that
 # ends past it; empty for none), WEIGHTS ("" or imagenet, only where the torch hub cache holds the
-# files), MODELS (the networks to train), EDGE_BUS and PYTHON (the commands to use).
+# files), MODELS (the networks to train), EDGE_BUS (the edge-bus command) and PYTHON (any python3:
+# the summary reads only JSON, so it need not be the one edge-bus is installed in).
 # A failed step is logged to $OUT/failures.txt and the roster goes on.
 set -euo pipefail
 
@@ -89,48 +90,56 @@ if (( ${#members[@]} >= 4 )); then  # at least two members ("--member PATH" each
   done
 fi
 
-# One summary table of the test reports, each row with how it was trained.
-"$PYTHON" - "$OUT" <<'PY'
+# One summary table of the test reports, each row with how it was trained. It reads only JSON
+# (report.json records the model file's training details), so any python3 will do; a failure here
+# is logged like any other step and never costs the results above.
+summary() {
+  "$PYTHON" - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
 
 
-def epochs(folder: Path) -> str:
+def epochs(folder: Path, train: dict) -> str:
     path = folder / "history.json"
-    if not path.is_file():
-        return "-"
-    history = json.loads(path.read_text())
-    best = max(history, key=lambda h: h["val"]["score"])
-    stop = history[-1].get("stop_reason")
-    return f"{len(history)} (best {best['epoch']}{', stopped: ' + stop if stop else ''})"
+    if path.is_file():
+        history = json.loads(path.read_text())
+        best = max(history, key=lambda h: h["val"]["score"])
+        stop = history[-1].get("stop_reason")
+        return f"{len(history)} (best {best['epoch']}{', stopped: ' + stop if stop else ''})"
+    if "best_epoch" in train:
+        return f"best {train['best_epoch']} of {train.get('epochs', '?')}"
+    return "-"
 
 
-def device(folder: Path) -> str:
-    if (folder / "classical.json").is_file():
+def device(train: dict) -> str:
+    if train.get("network") is False:
         return "cpu (no network)"
-    if not (folder / "best.pt").is_file():
+    if "device" not in train:
         return "-"
-    from edge_bus.training.checkpoint import load_checkpoint
-
-    train = load_checkpoint(folder / "best.pt", mmap=True).train
-    return str(train.get("device", "?")) + (" (amp)" if train.get("amp") else "")
+    return str(train["device"]) + (" (amp)" if train.get("amp") else "")
 
 
 rows = ["| model | test metric | value | lesion-only IoU | epochs | resolution | device |", "|---|---|---|---|---|---|---|"]
 for report in sorted(out.glob("*/test/report.json")):
-    r, folder = json.loads(report.read_text()), report.parent.parent
-    how = f"{epochs(folder)} | {r['resolution']} px | {device(folder)}"
-    if "classification" in r:
-        rows.append(f"| {r['model']} | weighted F1 | {r['classification']['weighted_f1']:.4f} | | {how} |")
-    else:
-        s = r["segmentation"]
-        lesion = "n/a" if s["lesion_only"]["iou"] is None else f"{s['lesion_only']['iou']:.4f}"
-        rows.append(f"| {r['model']} | mean IoU (all images) | {s['all_images']['iou']:.4f} | {lesion} | {how} |")
+    try:
+        r, folder = json.loads(report.read_text()), report.parent.parent
+        train = r.get("train", {})
+        how = f"{epochs(folder, train)} | {r['resolution']} px | {device(train)}"
+        if "classification" in r:
+            rows.append(f"| {r['model']} | weighted F1 | {r['classification']['weighted_f1']:.4f} | | {how} |")
+        else:
+            s = r["segmentation"]
+            lesion = "n/a" if s["lesion_only"]["iou"] is None else f"{s['lesion_only']['iou']:.4f}"
+            rows.append(f"| {r['model']} | mean IoU (all images) | {s['all_images']['iou']:.4f} | {lesion} | {how} |")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        rows.append(f"| {report.parent.parent.name} | unreadable report ({type(exc).__name__}: {exc}) | | | | | |")
 failures = out / "failures.txt"
 if failures.is_file():
     rows += ["", "Failed steps:", ""] + [f"- {line}" for line in failures.read_text().splitlines()]
 (out / "summary.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 PY
+}
+step "summary" summary

@@ -25,32 +25,14 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _file_above(path: Path) -> Path | None:
-    """The nearest existing ancestor of `path` when it is a file (so nothing can be created under it)."""
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
-
-
 def _check_out_folder(out: Path) -> None:
     """--out names a folder to create or reuse: refuse an existing file there or above it."""
     from edge_bus.errors import ConfigError
+    from edge_bus.fileio import file_above
 
-    blocker = out if out.exists() and not out.is_dir() else _file_above(out)
+    blocker = out if out.exists() and not out.is_dir() else file_above(out)
     if blocker is not None:
         raise ConfigError(f"--out {out}: {blocker} is a file, not a folder; give a folder path for the report")
-
-
-def _check_out_file(out: Path) -> None:
-    """--out names a file to write: refuse a folder there or a file above it."""
-    from edge_bus.errors import ConfigError
-
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'split.json'}")
-    blocker = _file_above(out)
-    if blocker is not None:
-        raise ConfigError(f"--out {out}: {blocker} is a file, not a folder; give a path in an existing or new folder")
 
 
 def _print_problems(index, limit: int = 20) -> None:
@@ -192,8 +174,11 @@ def split(
     from edge_bus.errors import DataError
     from rich.markup import escape
 
+    from edge_bus.errors import ConfigError
+    from edge_bus.fileio import check_out_file
+
     parsed = parse_ratios(ratios)  # fail on a bad option before reading any data
-    _check_out_file(out)
+    check_out_file(out, ConfigError, example="split.json", label="--out")
     index = index_busi(data_dir, progress=True)
     manifest = make_split(index, seed=seed, ratios=parsed, progress=True)
     try:

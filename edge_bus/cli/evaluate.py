@@ -10,17 +10,16 @@ from rich.markup import escape
 
 from edge_bus.cli._common import console, err_console, torch_required, user_errors
 
-SPLIT_NAMES = ("train", "val", "test")
-
 
 def check_split_name(split: str) -> None:
     """--split names a split here (train's --split is a manifest): say so when given a file."""
+    from edge_bus.data.split import SPLITS
     from edge_bus.errors import ConfigError
 
-    if split in SPLIT_NAMES:
+    if split in SPLITS:
         return
     hint = "; give the split manifest with --split-manifest" if split.endswith(".json") or "/" in split else ""
-    raise ConfigError(f"--split {split!r}: use train, val or test{hint}")
+    raise ConfigError(f"--split {split!r}: use {', '.join(SPLITS[:-1])} or {SPLITS[-1]}{hint}")
 
 
 def register(app: typer.Typer) -> None:
@@ -47,7 +46,7 @@ def register(app: typer.Typer) -> None:
         if pack is None:
             size = load_any(checkpoint).spec.size
         out.mkdir(parents=True, exist_ok=True)
-        pack_path = resolve_pack(pack, data, split_manifest, out, size, split_option="--split-manifest")
+        pack_path = resolve_pack(pack, data, split_manifest, out, size)
         report = evaluate(checkpoint, pack_path, out, split=split, device=device, batch_size=batch_size)
         for warning in report["warnings"]:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

@@ -5,6 +5,7 @@ model name should not cost that wait."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -15,15 +16,11 @@ from rich.markup import escape
 from edge_bus.cli._common import console, torch_required, user_errors
 
 PACK_NAME = "pack.npz"
-ENSEMBLE_MODES = ("weighted", "mean")
 
 
-def resolve_pack(
-    pack: Optional[Path], data: Optional[Path], split: Optional[Path], out: Path, size: int, *, split_option: str = "--split"
-) -> Path:
+def resolve_pack(pack: Optional[Path], data: Optional[Path], split: Optional[Path], out: Path, size: int) -> Path:
     """--pack when given; else build one from --data and the split manifest into OUT/pack.npz
-    (reused if present). `split_option` is the manifest option's name in the calling command."""
-    check_pack_options(pack, data, split, split_option=split_option)
+    (reused if present). Callers run check_pack_options first, before any slow work."""
     if pack is not None:
         return pack
     from edge_bus.data.pack import load_pack, pack_split
@@ -42,6 +39,7 @@ def resolve_pack(
 def check_pack_options(
     pack: Optional[Path], data: Optional[Path], split: Optional[Path], *, split_option: str = "--split"
 ) -> None:
+    """ConfigError unless --pack, or --data with the manifest option (`split_option` in the calling command), is given."""
     from edge_bus.errors import ConfigError
 
     if pack is None and (data is None or split is None):
@@ -65,30 +63,23 @@ def parse_model_args(pairs: list[str], width: Optional[int]) -> dict:
     return kwargs
 
 
-def check_model_name(model: str) -> None:
-    """ConfigError listing the roster when `model` is not one of its names."""
+def check_model_options(model: str, members: list[Path], mode: Optional[str]) -> None:
+    """ConfigError for a name outside the roster, and for --member / --mode given to anything but
+    `train ensemble`, which needs a known mode and at least two existing members."""
     from edge_bus.errors import ConfigError
-    from edge_bus.models import roster
+    from edge_bus.models.registry import check_model_name
 
-    if model not in roster():
-        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(roster())}")
-
-
-def check_ensemble_options(model: str, members: list[Path], mode: Optional[str]) -> None:
-    """--member and --mode belong to `train ensemble`, which needs at least two existing members."""
-    from edge_bus.errors import ConfigError
-
+    try:
+        check_model_name(model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if model != "ensemble":
         if members or mode is not None:
             raise ConfigError(f"--member and --mode apply to `edge-bus train ensemble` only, not to {model!r}")
         return
-    if mode is not None and mode not in ENSEMBLE_MODES:
-        raise ConfigError(f"--mode {mode!r}: use {' or '.join(ENSEMBLE_MODES)}")
-    if len(members) < 2:
-        raise ConfigError(f"an ensemble needs at least 2 --member checkpoints, got {len(members)}")
-    for path in members:
-        if not path.is_file():
-            raise ConfigError(f"--member {path}: no such checkpoint file (a best.pt written by `edge-bus train`)")
+    from edge_bus.models.ensemble import ENSEMBLE_MODES, check_ensemble_options
+
+    check_ensemble_options(members, mode or ENSEMBLE_MODES[0])
 
 
 def stopped_note(stop_reason: Optional[str], patience: int, max_minutes: Optional[float]) -> str:
@@ -133,15 +124,14 @@ def register(app: typer.Typer) -> None:
         torch_required("edge-bus train")
         from edge_bus.errors import ConfigError
 
-        check_model_name(model)
-        check_ensemble_options(model, member, mode)
+        check_model_options(model, member, mode)
         check_pack_options(pack, data, split)
         cfg = None
         if model not in ("classical", "ensemble"):
             from edge_bus.training.loop import TrainConfig
 
-            cfg = TrainConfig(
-                model=model, pack=pack if pack is not None else out / PACK_NAME, out=out, epochs=epochs,
+            cfg = TrainConfig(  # its pack is set once resolve_pack has found or built it
+                model=model, pack=pack, out=out, epochs=epochs,
                 batch_size=batch_size, lr=lr, resolution=resolution if pack is not None else None, device=device,
                 seed=seed, weights=weights, init=str(init) if init else None, resume=resume, patience=patience,
                 model_kwargs=parse_model_args(model_arg, width), augment=augment, num_workers=workers,
@@ -157,15 +147,17 @@ def register(app: typer.Typer) -> None:
             console.print(escape(f"classical baseline written to {path}"))
             return
         if model == "ensemble":
+            from edge_bus.models.ensemble import ENSEMBLE_MODES
             from edge_bus.training.baselines import fit_ensemble
 
-            path = fit_ensemble(member, pack_path, out, device="cpu" if device == "auto" else device, mode=mode or "weighted")
-            console.print(escape(f"ensemble ({mode or 'weighted'}) written to {path}"))
+            mode = mode or ENSEMBLE_MODES[0]
+            path = fit_ensemble(member, pack_path, out, device="cpu" if device == "auto" else device, mode=mode)
+            console.print(escape(f"ensemble ({mode}) written to {path}"))
             return
         from edge_bus.training.loop import train
 
         try:
-            result = train(cfg)
+            result = train(dataclasses.replace(cfg, pack=pack_path))
         except ValueError as exc:  # model construction: bad keyword
             raise ConfigError(str(exc)) from None
         console.print(escape(

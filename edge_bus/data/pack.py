@@ -23,6 +23,7 @@ from edge_bus.data.busi import Sample, _map, load_sample
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.data.split import SPLITS, SplitItem, SplitManifest, verify_split
 from edge_bus.errors import DataError
+from edge_bus.fileio import check_out_file
 
 PACK_FORMAT = "edge-bus-pack"
 PACK_VERSION = 1
@@ -139,13 +140,7 @@ def pack_split(
 def _check_out_path(out_path: Path) -> None:
     if out_path.suffix != ".npz":
         raise DataError(f"{out_path}: the cache file name must end in .npz")
-    if out_path.is_dir():
-        raise DataError(f"{out_path}: is a folder; give the cache file to write, e.g. {out_path / 'pack.npz'}")
-    for parent in out_path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"{out_path}: {parent} is a file, not a folder; write the cache somewhere else")
-            return
+    check_out_file(out_path, DataError, example="pack.npz")
 
 
 def load_pack(path: str | Path) -> Pack:

@@ -26,13 +26,26 @@ import torch
 from torch import nn
 
 from edge_bus.data.preprocess import PreprocessSpec
-from edge_bus.errors import CheckpointError
+from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.fileio import write_json_atomic
 from edge_bus.metrics import iou_per_image
 
 FORMAT = "edge-bus-ensemble"
 VERSION = 1
 _EPS = 1e-6
+ENSEMBLE_MODES = ("weighted", "mean")  # the first is the default
+
+
+def check_ensemble_options(members: Sequence[str | os.PathLike], mode: str) -> None:
+    """ConfigError unless `mode` is one of ENSEMBLE_MODES and there are at least two existing
+    member files (what `edge-bus train ensemble` checks before packing, and fit_ensemble again)."""
+    if mode not in ENSEMBLE_MODES:
+        raise ConfigError(f"--mode {mode!r}: use {' or '.join(ENSEMBLE_MODES)}")
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 --member checkpoints, got {len(members)}")
+    for path in members:
+        if not Path(path).is_file():
+            raise ConfigError(f"--member {path}: no such checkpoint file (a best.pt written by `edge-bus train`)")
 
 
 class EnsembleSegmenter(nn.Module):
@@ -176,8 +189,8 @@ def load_ensemble(path: str | Path, data: dict | None = None) -> EnsembleModel:
     try:
         members = [p.parent / m for m in data["members"]]
         mode = data["mode"]
-        if mode not in ("mean", "weighted"):
-            raise ValueError(f"mode must be 'mean' or 'weighted', got {mode!r}")
+        if mode not in ENSEMBLE_MODES:
+            raise ValueError(f"mode must be one of {ENSEMBLE_MODES}, got {mode!r}")
         return EnsembleModel(
             path=p,
             members=members,

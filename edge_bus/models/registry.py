@@ -12,7 +12,7 @@ edge_bus.models.classical and edge_bus.models.ensemble (they are listed in `ROST
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 TASKS = ("classification", "segmentation")
@@ -25,6 +25,8 @@ class ModelEntry:
     builder: Callable[..., Any]  # builder(num_classes=..., weights=..., **kwargs) -> nn.Module
     imagenet: bool  # whether weights="imagenet" is available
     doc: str = ""
+    # Keyword values the ImageNet weights fit (e.g. {"width": 64}): given defaults, checked when asked.
+    imagenet_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -32,15 +34,16 @@ _REGISTRY: dict[str, ModelEntry] = {}
 NON_NETWORK_MODELS = {"classical": "segmentation", "ensemble": "segmentation"}
 
 
-def register(name: str, *, task: str, imagenet: bool = True) -> Callable:
-    """Decorator: register `builder` under `name`."""
+def register(name: str, *, task: str, imagenet: bool = True, imagenet_kwargs: dict[str, Any] | None = None) -> Callable:
+    """Decorator: register `builder` under `name`. `imagenet_kwargs`: keyword values (the builder's
+    defaults) that weights="imagenet" needs, such as the channel width the weights were made for."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, task, builder, imagenet, (builder.__doc__ or "").strip())
+        _REGISTRY[name] = ModelEntry(name, task, builder, imagenet, (builder.__doc__ or "").strip(), dict(imagenet_kwargs or {}))
         return builder
 
     return decorate
@@ -63,15 +66,21 @@ def roster(task: str | None = None) -> list[str]:
     return sorted(names)
 
 
+def check_model_name(name: str) -> None:
+    """ValueError listing the roster when `name` is none of its models (the one "unknown model"
+    message: `create`, `TrainConfig.check` and `edge-bus train` all come here)."""
+    names = roster()
+    if name not in names:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(names)}")
+
+
 def _entry(name: str) -> ModelEntry:
-    _load_builders()
-    if name not in _REGISTRY:
-        if name in NON_NETWORK_MODELS:
-            raise ValueError(
-                f"'{name}' is not a network that create() builds; use edge_bus.models.{name} "
-                f"(or `edge-bus train {name}`). Networks: {', '.join(list_models())}"
-            )
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    check_model_name(name)
+    if name in NON_NETWORK_MODELS:
+        raise ValueError(
+            f"'{name}' is not a network that create() builds; use edge_bus.models.{name} "
+            f"(or `edge-bus train {name}`). Networks: {', '.join(list_models())}"
+        )
     return _REGISTRY[name]
 
 
@@ -85,6 +94,14 @@ def model_task(name: str) -> str:
 def has_imagenet_weights(name: str) -> bool:
     """Whether `create(name, weights="imagenet")` is available (False for non-network names)."""
     return name not in NON_NETWORK_MODELS and _entry(name).imagenet
+
+
+def check_imagenet_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """ValueError when `kwargs` set a value the ImageNet weights of network `name` do not fit
+    (e.g. unet_vgg19 with width != 64): cheap, so callers run it before any packing or download."""
+    for key, needed in _entry(name).imagenet_kwargs.items():
+        if key in kwargs and kwargs[key] != needed:
+            raise ValueError(f"{name} ImageNet weights need {key}={needed}, got {key}={kwargs[key]}")
 
 
 def create(
@@ -101,6 +118,8 @@ def create(
         raise ValueError(f"weights must be None or 'imagenet', got {weights!r} (for a local file use init=PATH)")
     if weights == "imagenet" and not entry.imagenet:
         raise ValueError(f"model {name!r} has no ImageNet weights; train it from scratch or use init=PATH")
+    if weights == "imagenet":
+        check_imagenet_kwargs(name, kwargs)
     if entry.task == "classification":
         if num_classes is None:
             num_classes = 3

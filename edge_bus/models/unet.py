@@ -114,11 +114,9 @@ def unet(*, weights: str | None = None, width: int = 64, depth: int = 4) -> nn.M
     return UNet(width=width, depth=depth)
 
 
-@register("unet_vgg19", task="segmentation")
+@register("unet_vgg19", task="segmentation", imagenet_kwargs={"width": 64})  # create() checks the width
 def unet_vgg19(*, weights: str | None = None, width: int = 64) -> nn.Module:
     """Modified U-Net with a VGG-19 encoder, mirrored transposed-convolution decoder, LeakyReLU."""
-    if weights == "imagenet" and width != 64:
-        raise ValueError(f"unet_vgg19 ImageNet weights need width=64, got width={width}")
     model = UNetVGG19(width=width)
     if weights == "imagenet":
         load_pretrained(

@@ -99,7 +99,7 @@ def _required_keys(own: dict[str, torch.Tensor], skip: tuple[str, ...], covers: 
     keys = [k for k in own if not k.endswith("num_batches_tracked")]
     if covers is not None:
         return [k for k in keys if k.startswith(tuple(covers))]
-    return [k for k in keys if not (skip and k.startswith(skip))]
+    return [k for k in keys if not k.startswith(skip)]  # startswith(()) is False: nothing skipped
 
 
 def load_init(model: nn.Module, path: str | os.PathLike) -> None:

@@ -12,7 +12,15 @@ import torch
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.models.classical import ClassicalModel, fit_classical, save_classical
-from edge_bus.models.ensemble import EnsembleModel, choose_weights, combined_iou, mean_weights, save_ensemble
+from edge_bus.models.ensemble import (
+    ENSEMBLE_MODES,
+    EnsembleModel,
+    check_ensemble_options,
+    choose_weights,
+    combined_iou,
+    mean_weights,
+    save_ensemble,
+)
 from edge_bus.training.checkpoint import load_checkpoint
 from edge_bus.training.data import spec_at, split_arrays
 from edge_bus.training.predict import predict_arrays, task_metrics
@@ -61,14 +69,11 @@ def check_same_split(ckpts: Sequence, split_hash: str, pack_path: Path) -> None:
 
 def fit_ensemble(
     members: Sequence[Path], pack_path: Path, out: Path, *, device: str = "cpu", step: float = 0.1, batch_size: int = 8,
-    mode: str = "weighted",
+    mode: str = ENSEMBLE_MODES[0],
 ) -> Path:
     """Combine the members and write out/ensemble.json: mode "weighted" chooses member weights on
     the val split, mode "mean" keeps equal weights (both report the val IoU of the plain mean)."""
-    if mode not in ("weighted", "mean"):
-        raise ConfigError(f"--mode {mode!r}: use weighted or mean")
-    if len(members) < 2:
-        raise ConfigError(f"an ensemble needs at least 2 --member checkpoints, got {len(members)}")
+    check_ensemble_options(members, mode)
     ckpts = [load_checkpoint(m) for m in members]
     spec = _common_spec(ckpts)
     pack = load_pack(pack_path)

@@ -5,7 +5,7 @@ of the best and worst overlays for segmenters)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +15,10 @@ from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.fileio import write_json_atomic, write_text_atomic
 from edge_bus.training.data import SplitArrays, split_arrays
+
+# How the model was trained, copied from its file into report.json's "train" (the keys it has), so
+# a summary of many reports reads only JSON and needs neither torch nor edge-bus.
+TRAIN_KEYS = ("device", "amp", "epochs", "epochs_run", "best_epoch", "resolution", "world_size", "weights", "network")
 
 
 @dataclass
@@ -29,6 +33,7 @@ class LoadedModel:
     split_hash: str
     predict: Callable[[np.ndarray], np.ndarray]  # uint8 (N,S,S) -> logits (N,C) or probabilities (N,S,S)
     source: Path
+    train: dict[str, Any] = field(default_factory=dict)  # the model file's record of its training
 
 
 def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> LoadedModel:
@@ -47,7 +52,8 @@ def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> Loa
 
             m = load_classical(p, data)
             return LoadedModel("classical", "segmentation", m.classes, m.preprocessing, 0.5, m.split_hash,
-                               lambda images: m.segmenter.predict_batch(images).astype(np.float32), p)
+                               lambda images: m.segmenter.predict_batch(images).astype(np.float32), p,
+                               {"device": "cpu", "network": False, **m.train})
         if kind == "edge-bus-ensemble":
             from edge_bus.models.ensemble import load_ensemble
 
@@ -58,10 +64,11 @@ def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> Loa
     from edge_bus.training.checkpoint import load_checkpoint
 
     c = load_checkpoint(p)
-    return _torch_model(c.model, c.task, c.classes, c.preprocessing, c.threshold, c.split_hash, c.build_model(), p, device, batch_size)
+    return _torch_model(c.model, c.task, c.classes, c.preprocessing, c.threshold, c.split_hash, c.build_model(), p, device,
+                        batch_size, c.train)
 
 
-def _torch_model(name, task, classes, spec, threshold, split_hash, model, path, device, batch_size) -> LoadedModel:
+def _torch_model(name, task, classes, spec, threshold, split_hash, model, path, device, batch_size, train=None) -> LoadedModel:
     import torch
 
     from edge_bus.training.distributed import resolve_device
@@ -70,7 +77,7 @@ def _torch_model(name, task, classes, spec, threshold, split_hash, model, path, 
     dev = resolve_device(device)
     model = model.to(dev)
     return LoadedModel(name, task, classes, spec, threshold, split_hash,
-                       lambda images: predict_arrays(model, images, spec, dev, batch_size), path)
+                       lambda images: predict_arrays(model, images, spec, dev, batch_size), path, dict(train or {}))
 
 
 def evaluate(
@@ -97,6 +104,7 @@ def evaluate(
         "model": loaded.name, "task": loaded.task, "source": str(loaded.source), "split": split, "n": len(arrays),
         "resolution": loaded.spec.size, "pack_resolution": pack.spec.size, "split_hash": pack.split_hash,
         "pack": str(pack_path), "warnings": resize_warnings(pack_path, pack.spec.size, loaded.spec.size),
+        "train": {k: loaded.train[k] for k in TRAIN_KEYS if k in loaded.train},
     }
     figures: dict[str, str] = {}
     if loaded.task == "classification":

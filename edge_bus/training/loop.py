@@ -5,11 +5,13 @@ under torchrun.
 Files in `out`: best.pt (checkpoint of the best validation epoch, see checkpoint.py),
 last_state.pt (model, optimizer, scheduler, scaler, epoch, RNG: what --resume needs) and
 history.json (per-epoch loss and validation metrics; the last record of a run that stopped itself
-carries `stop_reason`: "patience" or "time_budget").
+carries `stop_reason`: "patience", "time_budget" or "epoch_limit" (max_epochs_this_run)).
 
-Under DDP every stopping decision is taken on rank 0 and broadcast: ranks hold different BatchNorm
-statistics after their last batches, so scores computed on each rank's copy can differ, and a rank
-that stopped alone would leave the others waiting in the next all-reduce forever.
+Under DDP every stopping decision is taken on rank 0 and broadcast, once per epoch with the
+validation figures: ranks hold different BatchNorm statistics after their last batches, so scores
+computed on each rank's copy can differ, and a rank that stopped alone would leave the others
+waiting in the next all-reduce forever. A validation that fails on rank 0 is broadcast too, so
+every rank raises ValidationError instead of waiting for a broadcast that never comes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from edge_bus.data.augment import Augmenter
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.models import create, model_task
-from edge_bus.models.registry import NON_NETWORK_MODELS, has_imagenet_weights
+from edge_bus.models.registry import NON_NETWORK_MODELS, check_imagenet_kwargs, check_model_name, has_imagenet_weights
 from edge_bus.training import distributed
 from edge_bus.training.checkpoint import save_checkpoint, unwrap
 from edge_bus.training.data import PackDataset, class_weights, spec_at, split_arrays
@@ -43,6 +45,10 @@ from edge_bus.training.predict import predict_arrays, task_metrics
 BEST_NAME = "best.pt"
 LAST_STATE_NAME = "last_state.pt"
 HISTORY_NAME = "history.json"
+
+
+class ValidationError(RuntimeError):
+    """Under DDP: rank 0's validation raised; every rank raises this with rank 0's message."""
 
 
 @dataclass
@@ -79,12 +85,12 @@ class TrainConfig:
         distributed.resolve_device(self.device)
 
     def _check_model(self) -> None:
-        if self.model in NON_NETWORK_MODELS:
-            raise ConfigError(f"'{self.model}' is fitted, not trained by this loop; use `edge-bus train {self.model}`")
         try:
-            model_task(self.model)
+            check_model_name(self.model)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.model in NON_NETWORK_MODELS:
+            raise ConfigError(f"'{self.model}' is fitted, not trained by this loop; use `edge-bus train {self.model}`")
 
     def _check_numbers(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -102,6 +108,11 @@ class TrainConfig:
             raise ConfigError(f"--weights {self.weights!r}: the only choice is 'imagenet' (for a local file use --init PATH)")
         if self.weights == "imagenet" and not has_imagenet_weights(self.model):
             raise ConfigError(f"--weights imagenet: model {self.model!r} has no ImageNet weights; train it without --weights")
+        if self.weights == "imagenet":
+            try:
+                check_imagenet_kwargs(self.model, self.model_kwargs)
+            except ValueError as exc:
+                raise ConfigError(f"--weights imagenet: {exc}") from None
         if self.init is not None and not Path(self.init).is_file():
             raise ConfigError(f"--init {self.init}: no such file (a state dict saved with torch.save or an edge-bus checkpoint)")
 
@@ -113,8 +124,12 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_score: float
     best_epoch: int
-    stopped_early: bool
-    stop_reason: str | None = None  # "patience", "time_budget" or None (ran its epochs)
+    stop_reason: str | None = None  # "patience", "time_budget", "epoch_limit" or None (ran its epochs)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Stopped by early stopping (no validation improvement in `patience` epochs)."""
+        return self.stop_reason == "patience"
 
 
 def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -244,8 +259,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 torch.distributed.all_reduce(total)
                 torch.distributed.all_reduce(count)
             train_loss = float(total / count.clamp(min=1))
-            val = _validate(info, model, val_arrays, spec, device, task, classes, max(cfg.batch_size, 8))
-            out_of_time = distributed.broadcast_from_main(info, _past_budget(cfg.max_minutes, run_started))
+            val, out_of_time = _validate(
+                info, model, val_arrays, spec, device, task, classes, max(cfg.batch_size, 8),
+                budget=lambda: _past_budget(cfg.max_minutes, run_started), epoch=epoch + 1,
+            )
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val": val, "lr": scheduler.get_last_lr()[0],
                       "seconds": round(time.perf_counter() - started, 3)}
             history.append(record)
@@ -254,7 +271,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 best_score, best_epoch, stale = val["score"], epoch + 1, 0
             else:
                 stale += 1
-            stop_reason = "patience" if stale >= cfg.patience else "time_budget" if out_of_time else None
+            epoch_limit = cfg.max_epochs_this_run is not None and epoch + 1 - start_epoch >= cfg.max_epochs_this_run
+            stop_reason = (
+                "patience" if stale >= cfg.patience else "time_budget" if out_of_time else "epoch_limit" if epoch_limit else None
+            )
             if stop_reason is not None:
                 record["stop_reason"] = stop_reason
             if info.is_main:
@@ -270,19 +290,35 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
             distributed.barrier(info)
             if stop_reason is not None:
                 break
-            if cfg.max_epochs_this_run is not None and epoch + 1 - start_epoch >= cfg.max_epochs_this_run:
-                break
-    return TrainResult(best_path, last_state, history, best_score, best_epoch, stop_reason == "patience", stop_reason)
+    return TrainResult(best_path, last_state, history, best_score, best_epoch, stop_reason)
 
 
-def _validate(info, model, val_arrays, spec, device, task, classes, batch_size) -> dict[str, Any]:
-    """Rank 0 scores the val split with its copy of the model (the one it saves) and every rank
-    gets those figures, so all ranks take the same best-epoch and stopping decisions."""
-    val = None
-    if info.is_main:
+def _validate(info, model, val_arrays, spec, device, task, classes, batch_size, *, budget, epoch) -> tuple[dict[str, Any], bool]:
+    """(validation figures, out of time) as rank 0 finds them, on every rank, in one broadcast.
+
+    Rank 0 scores the val split with its copy of the model (the one it saves) and asks `budget()`
+    whether the time is up, so all ranks take the same best-epoch and stopping decisions. Under
+    DDP, an exception on rank 0 (CUDA out of memory, a metric error) is broadcast as its message
+    and raised as ValidationError on every rank; in one process it propagates unchanged."""
+    def score() -> tuple[dict[str, Any], bool]:
         outputs = predict_arrays(model, val_arrays.images, spec, device, batch_size=batch_size)
-        val = task_metrics(task, outputs, val_arrays, classes)
-    return distributed.broadcast_from_main(info, val)
+        return task_metrics(task, outputs, val_arrays, classes), budget()
+
+    if not info.enabled:
+        return score()
+    message, failure = None, None
+    if info.is_main:
+        try:
+            message = ("ok", score())
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it, whatever it is
+            failure = exc
+            message = ("error", f"{type(exc).__name__}: {exc}")
+    status, payload = distributed.broadcast_from_main(info, message)
+    if status == "error":
+        raise ValidationError(
+            f"validation failed on rank 0 at epoch {epoch} ({payload}); all {info.world_size} ranks stop"
+        ) from failure
+    return payload
 
 
 def _past_budget(max_minutes: float | None, started: float) -> bool:

@@ -92,3 +92,25 @@ def test_wrong_suffix_is_refused_before_any_image_is_read(synthetic_busi, tmp_pa
     manifest = make_split(index_busi(synthetic_busi), seed=0)
     with pytest.raises(DataError, match=r"cache.zip: the cache file name must end in \.npz"):
         pack_split(manifest, synthetic_busi, tmp_path / "cache.zip", size=32)
+
+
+def test_one_out_file_check_serves_the_pack_and_the_cli(synthetic_busi, tmp_path):
+    from edge_bus.errors import ConfigError
+    from edge_bus.fileio import check_out_file, file_above
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert file_above(blocker / "sub" / "c.npz") == blocker and file_above(tmp_path / "new" / "c.npz") is None
+    for error in (DataError, ConfigError):
+        with pytest.raises(error, match="is a folder; give the file to write, e.g. .*pack.npz"):
+            check_out_file(tmp_path, error, example="pack.npz")
+        with pytest.raises(error, match="^--out .*afile is a file, not a folder"):
+            check_out_file(blocker / "s.json", error, example="split.json", label="--out")
+    check_out_file(tmp_path / "new" / "c.npz", DataError, example="pack.npz")
+    manifest = make_split(index_busi(synthetic_busi), seed=0)
+    with pytest.raises(DataError, match="afile is a file, not a folder"):
+        pack_split(manifest, synthetic_busi, blocker / "c.npz", size=32)
+    folder = tmp_path / "d.npz"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is a folder; give the file to write"):
+        pack_split(manifest, synthetic_busi, folder, size=32)

@@ -58,6 +58,33 @@ def test_unet_vgg19_imagenet_fills_the_encoder_and_leaves_the_decoder_fresh(monk
         torch.testing.assert_close(state[key], fresh[key])
 
 
+def test_unet_vgg19_imagenet_refuses_source_weights_missing_an_encoder_key(monkeypatch):
+    """`covers` names the encoder: a key missing there is an error even though the decoder may start fresh."""
+    from torchvision.models import vgg19_bn
+
+    source = vgg19_bn(weights=None).state_dict()
+    del source["features.49.weight"]
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: source)
+    with pytest.raises(CheckpointError, match=r"do not cover 1 parameters, e.g. \['encoder.49.weight'\]"):
+        create("unet_vgg19", weights="imagenet")
+
+
+def test_unet_vgg19_imagenet_width_is_checked_before_the_weights_are_fetched(monkeypatch):
+    from edge_bus.models.registry import check_imagenet_kwargs
+
+    def fetched(*args, **kwargs):
+        raise AssertionError("the weights must not be fetched for a width they cannot fit")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fetched)
+    with pytest.raises(ValueError, match="unet_vgg19 ImageNet weights need width=64, got width=32"):
+        create("unet_vgg19", weights="imagenet", width=32)
+    with pytest.raises(ValueError, match="need width=64"):
+        check_imagenet_kwargs("unet_vgg19", {"width": 16})
+    check_imagenet_kwargs("unet_vgg19", {})  # the default width fits
+    check_imagenet_kwargs("resnet50", {"width": 16})  # no such constraint
+    assert create("unet_vgg19", width=4) is not None  # without ImageNet weights any width
+
+
 def test_single_channel_conv_equals_gray_copied_to_rgb():
     conv = torch.nn.Conv2d(3, 5, 3, padding=1)
     gray = torch.randn(2, 1, 8, 8)

@@ -3,7 +3,9 @@
 Test hooks, set inside this rank's process: `loop.create` is wrapped to keep the rank's own model
 (to compare the weights each rank ends with), and with `scripted_scores` the validation score of
 epoch e on rank r is replaced by scripted_scores[r][e], so the ranks would disagree about when to
-stop if each decided on its own figures.
+stop if each decided on its own figures. Every rank counts its calls of
+`distributed.broadcast_from_main`; with `fail_validation`, rank 0's validation metrics raise, and
+each rank reports the error it ends with instead of its results.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ def _digest(named_tensors) -> str:
     return h.hexdigest()
 
 
-def _install_hooks(rank: int, scripted_scores: list[list[float]] | None) -> dict:
-    from edge_bus.training import loop
+def _install_hooks(rank: int, scripted_scores: list[list[float]] | None, fail_validation: bool = False) -> dict:
+    from edge_bus.training import distributed, loop
 
-    kept: dict = {}
-    real_create, real_metrics = loop.create, loop.task_metrics
+    kept: dict = {"broadcasts": 0}
+    real_create, real_metrics, real_broadcast = loop.create, loop.task_metrics, distributed.broadcast_from_main
+
+    def counted_broadcast(*args, **kwargs):
+        kept["broadcasts"] += 1
+        return real_broadcast(*args, **kwargs)
+
+    distributed.broadcast_from_main = counted_broadcast
 
     def create_and_keep(*args, **kwargs):
         kept["model"] = real_create(*args, **kwargs)
@@ -40,11 +48,18 @@ def _install_hooks(rank: int, scripted_scores: list[list[float]] | None) -> dict
             return {**real_metrics(*args, **kwargs), "score": next(scores)}
 
         loop.task_metrics = scripted
+    if fail_validation and rank == 0:
+
+        def failing(*args, **kwargs):
+            raise RuntimeError("scripted metric failure")
+
+        loop.task_metrics = failing
     return kept
 
 
 def run_rank(rank: int, world: int, port: int, pack: str, out: str, reports: str,
-             scripted_scores: list[list[float]] | None = None, epochs: int = 2, patience: int = 10) -> None:
+             scripted_scores: list[list[float]] | None = None, epochs: int = 2, patience: int = 10,
+             fail_validation: bool = False) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -52,9 +67,13 @@ def run_rank(rank: int, world: int, port: int, pack: str, out: str, reports: str
     from edge_bus.training.checkpoint import load_checkpoint
     from edge_bus.training.loop import TrainConfig, train
 
-    kept = _install_hooks(rank, scripted_scores)
-    result = train(TrainConfig(model="unet", pack=Path(pack), out=Path(out), epochs=epochs, batch_size=2, lr=3e-3,
-                               device="cpu", model_kwargs={"width": 2}, patience=patience, progress=False))
+    kept = _install_hooks(rank, scripted_scores, fail_validation)
+    try:
+        result = train(TrainConfig(model="unet", pack=Path(pack), out=Path(out), epochs=epochs, batch_size=2, lr=3e-3,
+                                   device="cpu", model_kwargs={"width": 2}, patience=patience, progress=False))
+    except Exception as exc:  # reported, so the test sees what every rank ended with
+        Path(reports, f"rank{rank}.json").write_text(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        return
     own = dict(kept["model"].named_parameters())
     saved = torch.load(result.last_state, weights_only=True)["model"]  # written by rank 0
     best = load_checkpoint(result.best_checkpoint)
@@ -64,6 +83,7 @@ def run_rank(rank: int, world: int, port: int, pack: str, out: str, reports: str
         "best_epoch": result.best_epoch,
         "best_score": result.best_score,
         "stop_reason": result.stop_reason,
+        "broadcasts": kept["broadcasts"],
         "own_parameters": _digest(own.items()),
         "saved_parameters": _digest((k, saved[k]) for k in own),
         "checkpoint_best_epoch": best.train["best_epoch"],

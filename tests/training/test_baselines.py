@@ -150,3 +150,26 @@ def test_ensemble_refuses_any_member_trained_on_another_split(trained_unets, syn
     res = runner.invoke(app, ["train", "ensemble", "--pack", str(synthetic_pack), "--out", str(tmp_path / "ens"),
                               "--member", a, "--member", str(unknown)])
     assert res.exit_code == 2 and "no_split.pt" in res.output and "no split hash" in res.output
+
+
+def test_fit_ensemble_and_the_cli_share_one_validator(trained_unets, synthetic_pack, tmp_path):
+    import pytest
+
+    from edge_bus.errors import ConfigError
+    from edge_bus.models.ensemble import ENSEMBLE_MODES, check_ensemble_options
+    from edge_bus.training.baselines import fit_ensemble
+
+    assert ENSEMBLE_MODES == ("weighted", "mean")
+    good = trained_unets[0].best_checkpoint
+    missing = tmp_path / "missing.pt"
+    for members, mode, message in (([good, good], "median", "--mode 'median': use weighted or mean"),
+                                   ([good], "mean", "at least 2 --member"),
+                                   ([good, missing], "weighted", "--member " + str(missing))):
+        with pytest.raises(ConfigError) as direct:
+            check_ensemble_options(members, mode)
+        with pytest.raises(ConfigError) as fitted:
+            fit_ensemble(members, synthetic_pack, tmp_path / "ens", mode=mode)
+        assert message in str(direct.value) and str(fitted.value) == str(direct.value)
+        args = [a for m in members for a in ("--member", str(m))]
+        res = runner.invoke(app, ["train", "ensemble", "--mode", mode, "--pack", str(synthetic_pack), "--out", str(tmp_path / "c"), *args])
+        assert res.exit_code == 2 and str(direct.value) in " ".join(res.output.split()), res.output

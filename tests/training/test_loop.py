@@ -69,6 +69,8 @@ def test_resume_continues_to_the_same_weights(synthetic_pack, tmp_path):
     part = tmp_path / "part"
     first = train(TrainConfig(out=part, max_epochs_this_run=1, **common))
     assert len(first.history) == 1
+    assert first.stop_reason == "epoch_limit" and not first.stopped_early
+    assert json.loads((part / "history.json").read_text())[-1]["stop_reason"] == "epoch_limit"
     resumed = train(TrainConfig(out=part, resume=True, **common))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     a = torch.load(full.last_state, weights_only=True)["model"]
@@ -110,6 +112,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["unet", "--mode", "mean"], "--mode apply to `edge-bus train ensemble` only"),
         (["ensemble", "--member", "{tmp}/a.pt"], "at least 2 --member"),
         (["ensemble", "--mode", "median"], "--mode 'median'"),
+        (["unet_vgg19", "--weights", "imagenet", "--width", "32"], "unet_vgg19 ImageNet weights need width=64, got width=32"),
     ],
 )
 def test_cli_checks_options_before_packing(synthetic_busi, synthetic_split, tmp_path, args, message):
@@ -133,7 +136,7 @@ def test_cli_shows_why_training_stopped(monkeypatch, tmp_path):
     from edge_bus.training import loop
 
     def stopped(cfg):
-        return loop.TrainResult(tmp_path / "best.pt", tmp_path / "last_state.pt", [], 0.5, 3, True, "patience")
+        return loop.TrainResult(tmp_path / "best.pt", tmp_path / "last_state.pt", [], 0.5, 3, stop_reason="patience")
 
     monkeypatch.setattr(loop, "train", stopped)
     res = runner.invoke(app, ["train", "unet", "--pack", str(tmp_path / "p.npz"), "--patience", "2", "--out", str(tmp_path)])
@@ -239,3 +242,93 @@ def test_progress_on_a_terminal_draws_a_bar_and_off_says_nothing(tmp_path):
     plain = io.StringIO()
     list(iterate([1, 2], "search", stream=plain))
     assert plain.getvalue().splitlines()[-1].startswith("search: 2/2 done")
+
+
+def test_stopped_early_is_derived_from_the_stop_reason(tmp_path):
+    from edge_bus.training.loop import TrainResult
+
+    def result(reason):
+        return TrainResult(tmp_path / "best.pt", tmp_path / "last_state.pt", [], 0.5, 3, stop_reason=reason)
+
+    assert result("patience").stopped_early
+    assert not any(result(r).stopped_early for r in ("time_budget", "epoch_limit", None))
+
+
+def test_cli_trains_on_the_pack_resolve_pack_returns(synthetic_busi, synthetic_split, synthetic_pack, monkeypatch, tmp_path):
+    import edge_bus.cli.train as train_cli
+    from edge_bus.training import loop
+
+    seen = {}
+
+    def trained(cfg):
+        seen["pack"] = cfg.pack
+        return loop.TrainResult(tmp_path / "best.pt", tmp_path / "last_state.pt", [], 0.5, 1)
+
+    monkeypatch.setattr(train_cli, "resolve_pack", lambda *args, **kwargs: synthetic_pack)  # not OUT/pack.npz
+    monkeypatch.setattr(loop, "train", trained)
+    res = runner.invoke(app, ["train", "unet", "--data", str(synthetic_busi), "--split", str(synthetic_split),
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert seen["pack"] == synthetic_pack
+
+
+def test_unknown_model_has_one_message_listing_the_roster(tmp_path):
+    from edge_bus.models import create
+
+    with pytest.raises(ValueError) as made:
+        create("vgg91")
+    with pytest.raises(ConfigError) as configured:
+        TrainConfig(model="vgg91", pack=tmp_path / "p.npz", out=tmp_path, device="cpu").check()
+    res = runner.invoke(app, ["train", "vgg91", "--pack", str(tmp_path / "p.npz"), "--out", str(tmp_path)])
+    message = str(made.value)
+    assert message.startswith("unknown model 'vgg91'; valid models: ") and "classical" in message and "ensemble" in message
+    assert str(configured.value) == message and message in " ".join(res.output.split())
+
+
+def test_train_config_checks_the_imagenet_width_before_any_work(tmp_path):
+    cfg = TrainConfig(model="unet_vgg19", pack=tmp_path / "none.npz", out=tmp_path, device="cpu", weights="imagenet",
+                      model_kwargs={"width": 32})
+    with pytest.raises(ConfigError, match="--weights imagenet: unet_vgg19 ImageNet weights need width=64, got width=32"):
+        cfg.check()
+    TrainConfig(model="unet_vgg19", pack=tmp_path / "none.npz", out=tmp_path, device="cpu", model_kwargs={"width": 32}).check()
+
+
+def test_training_broadcasts_nothing_extra_and_validation_errors_propagate_in_one_process(synthetic_pack, tmp_path, monkeypatch):
+    from edge_bus.training import distributed, loop
+
+    calls = []
+    monkeypatch.setattr(distributed, "broadcast_from_main", lambda info, value: calls.append(value) or value)
+    train(TrainConfig(model="unet", pack=synthetic_pack, out=tmp_path / "a", epochs=2, batch_size=4, device="cpu",
+                      model_kwargs={"width": 2}, progress=False))
+    assert calls == []  # one process: nothing to broadcast
+
+    def broken(*args, **kwargs):
+        raise KeyError("metric")
+
+    monkeypatch.setattr(loop, "task_metrics", broken)
+    with pytest.raises(KeyError, match="metric"):  # unchanged: no DDP wrapping in one process
+        train(TrainConfig(model="unet", pack=synthetic_pack, out=tmp_path / "b", epochs=1, batch_size=4, device="cpu",
+                          model_kwargs={"width": 2}, progress=False))
+
+
+def test_evaluate_split_names_are_the_split_modules(monkeypatch):
+    from edge_bus.cli.evaluate import check_split_name
+    from edge_bus.data import split
+
+    monkeypatch.setattr(split, "SPLITS", ("train", "val", "test", "holdout"))
+    check_split_name("holdout")
+    with pytest.raises(ConfigError, match="use train, val, test or holdout"):
+        check_split_name("hold")
+
+
+def test_evaluate_records_how_the_model_was_trained(trained_unets, synthetic_pack, tmp_path):
+    from edge_bus.training.evaluate import evaluate
+
+    report = evaluate(trained_unets[0].best_checkpoint, synthetic_pack, tmp_path / "e")
+    saved = json.loads((tmp_path / "e" / "report.json").read_text())["train"]
+    train_info = load_checkpoint(trained_unets[0].best_checkpoint).train
+    assert saved == report["train"]
+    assert saved == {k: train_info[k] for k in ("device", "amp", "epochs", "epochs_run", "best_epoch", "resolution",
+                                                "world_size", "weights")}
+    assert saved["device"] == "cpu" and saved["amp"] is False and saved["resolution"] == 64
+    assert saved["best_epoch"] == trained_unets[0].best_epoch

