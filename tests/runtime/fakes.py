@@ -120,8 +120,8 @@ class GlitchyLiveSource(Source):
 
     live = True
 
-    def __init__(self, script, shape=(48, 64)) -> None:
-        super().__init__("glitchy://cam")
+    def __init__(self, script, shape=(48, 64), uri: str = "glitchy://cam") -> None:
+        super().__init__(uri)
         self.script = list(script)
         self.shape = shape
         self.reopen_calls = 0
@@ -182,34 +182,18 @@ class FakeCapture:
         self.released = True
 
 
-class StallingLiveSource(Source):
-    """A live source whose reads block `stall_s` and then fail on every None in `script` (as a stalled
-    network stream's reads wait for their timeout); an image entry is a good read. Ends after the script."""
-
-    live = True
+class StallingLiveSource(GlitchyLiveSource):
+    """A GlitchyLiveSource whose failed reads first block `stall_s`, as a stalled network stream's
+    reads wait for their timeout."""
 
     def __init__(self, script, stall_s: float, shape=(48, 64)) -> None:
-        super().__init__("stalling://cam")
-        self.script = list(script)
+        super().__init__(script, shape, uri="stalling://cam")
         self.stall_s = stall_s
-        self.shape = shape
-        self.reopen_calls = 0
-        self._i = 0
-
-    def exhausted(self) -> bool:
-        return self._i >= len(self.script)
 
     def _read_image(self):
-        if self.exhausted():
-            return None
-        self._i += 1
-        if self.script[self._i - 1] is None:
+        if not self.exhausted() and self.script[self._i] is None:
             time.sleep(self.stall_s)  # the read timeout of a stalled stream, not synchronization
-            return None
-        return np.full(self.shape, 128, np.uint8), self.name, None
-
-    def reopen(self) -> None:
-        self.reopen_calls += 1
+        return super()._read_image()
 
 
 HERE = Path(__file__).resolve().parent
