@@ -6,8 +6,9 @@ torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them training runs in one
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -58,6 +59,32 @@ def broadcast_from_main(info: DistInfo, value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+T = TypeVar("T")
+
+
+class MainRankError(RuntimeError):
+    """Under DDP: work that only rank 0 does raised there; every rank raises this, at the same point."""
+
+
+def run_on_main(info: DistInfo, work: Callable[[], T], failed: Callable[[str], MainRankError]) -> T:
+    """`work()` on rank 0 and its result on every rank, in one broadcast. When it raises on rank 0,
+    every rank raises `failed(reason)` instead, so no rank is left waiting in the next collective
+    for a rank that has gone. In one process `work()` runs and its exceptions propagate unchanged."""
+    if not info.enabled:
+        return work()
+    message, failure = None, None
+    if info.is_main:
+        try:
+            message = ("ok", work())
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it, whatever it is
+            failure = exc
+            message = ("error", f"{type(exc).__name__}: {exc}")
+    status, payload = broadcast_from_main(info, message)
+    if status == "error":
+        raise failed(payload) from failure
+    return payload
 
 
 def resolve_device(device: str) -> torch.device:

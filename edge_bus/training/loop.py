@@ -47,8 +47,12 @@ LAST_STATE_NAME = "last_state.pt"
 HISTORY_NAME = "history.json"
 
 
-class ValidationError(RuntimeError):
+class ValidationError(distributed.MainRankError):
     """Under DDP: rank 0's validation raised; every rank raises this with rank 0's message."""
+
+
+class SaveError(distributed.MainRankError):
+    """Under DDP: rank 0 could not write the checkpoint, state or history; every rank raises this."""
 
 
 @dataclass
@@ -143,6 +147,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     info, device = distributed.setup(cfg.device)
     try:
         return _train(cfg, info, device)
+    except distributed.MainRankError:
+        distributed.barrier(info)  # every rank raised it after the same broadcast: leave the group together
+        raise
     finally:
         distributed.teardown(info)
 
@@ -277,7 +284,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
             )
             if stop_reason is not None:
                 record["stop_reason"] = stop_reason
-            if info.is_main:
+
+            def save() -> None:
                 if improved:
                     save_checkpoint(
                         best_path, model, model=cfg.model, model_kwargs=dict(cfg.model_kwargs), task=task, classes=classes,
@@ -287,7 +295,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                 _save_state(last_state, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history)
                 write_json_atomic(out / HISTORY_NAME, history)
                 progress.log(epoch_line(epoch + 1, cfg.epochs, train_loss, val["score"], record["seconds"], improved))
-            distributed.barrier(info)
+
+            # rank 0 writes; the broadcast of its outcome is the epoch's barrier
+            distributed.run_on_main(info, save, lambda reason: SaveError(
+                f"saving epoch {epoch + 1} failed on rank 0 ({reason}); all {info.world_size} ranks stop"))
             if stop_reason is not None:
                 break
     return TrainResult(best_path, last_state, history, best_score, best_epoch, stop_reason)
@@ -304,21 +315,8 @@ def _validate(info, model, val_arrays, spec, device, task, classes, batch_size, 
         outputs = predict_arrays(model, val_arrays.images, spec, device, batch_size=batch_size)
         return task_metrics(task, outputs, val_arrays, classes), budget()
 
-    if not info.enabled:
-        return score()
-    message, failure = None, None
-    if info.is_main:
-        try:
-            message = ("ok", score())
-        except Exception as exc:  # noqa: BLE001 - every rank must hear of it, whatever it is
-            failure = exc
-            message = ("error", f"{type(exc).__name__}: {exc}")
-    status, payload = distributed.broadcast_from_main(info, message)
-    if status == "error":
-        raise ValidationError(
-            f"validation failed on rank 0 at epoch {epoch} ({payload}); all {info.world_size} ranks stop"
-        ) from failure
-    return payload
+    return distributed.run_on_main(info, score, lambda reason: ValidationError(
+        f"validation failed on rank 0 at epoch {epoch} ({reason}); all {info.world_size} ranks stop"))
 
 
 def _past_budget(max_minutes: float | None, started: float) -> bool:

@@ -40,7 +40,8 @@ def test_two_gloo_ranks_stop_together_on_rank0_scores_and_write_one_checkpoint(s
         assert r["scores"] == [0.1, 0.2, 0.1] and r["stop_reason"] == "patience"
         assert r["best_epoch"] == r["checkpoint_best_epoch"] == 2 and r["best_score"] == r["checkpoint_score"] == 0.2
     assert r0["losses"] == r1["losses"]  # all-reduced
-    assert r0["broadcasts"] == r1["broadcasts"] == 3  # one per epoch: validation figures and the time budget together
+    # two per epoch: the validation figures with the time budget, then rank 0's save outcome (the epoch's barrier)
+    assert r0["broadcasts"] == r1["broadcasts"] == 6
     # DDP keeps the parameters identical on both ranks, and rank 0 saved exactly its own.
     assert r0["own_parameters"] == r1["own_parameters"] == r0["saved_parameters"]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last_state.pt"]
@@ -59,3 +60,15 @@ def test_a_validation_error_on_rank0_stops_every_rank_with_that_error(synthetic_
         assert r.get("error") == "ValidationError", r
         assert "validation failed on rank 0 at epoch 1" in r["message"] and "scripted metric failure" in r["message"], r
     assert not (out / "best.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_save_on_rank0_stops_every_rank_with_that_error(synthetic_pack, tmp_path):
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    reports.mkdir()
+    # Only rank 0 writes the checkpoint, state and history; its disk fills in epoch 1.
+    _spawn_two_ranks((2, _free_port(), str(synthetic_pack), str(out), str(reports), None, 2, 10, False, True), timeout_s=180)
+    for rank in (0, 1):
+        r = json.loads((reports / f"rank{rank}.json").read_text())
+        assert r.get("error") == "SaveError", r
+        assert "saving epoch 1 failed on rank 0" in r["message"] and "no space left" in r["message"], r
