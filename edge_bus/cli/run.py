@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         allow_rejected: bool = typer.Option(False, "--allow-rejected", help="run bundles that failed their parity gate"),
         allow_unchecked: bool = typer.Option(False, "--allow-unchecked", help="run untrained / latency-only bundles (no accuracy checked)"),
         per_run_folder: bool = typer.Option(False, "--per-run-folder", help="write to OUT/<UTC start>-<pid>/ (and OUT/latest) instead of OUT itself"),
-        keep_runs: Optional[int] = typer.Option(None, "--keep-runs", help="with --per-run-folder: runs kept, counting only runs that processed frames (oldest deleted at start)"),
+        keep_runs: Optional[int] = typer.Option(None, "--keep-runs", help="with --per-run-folder: runs kept, counting only runs that processed frames (the oldest deleted when a run with frames ends)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run's results in OUT (refused otherwise)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per backend (default: library default)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no live status line"),

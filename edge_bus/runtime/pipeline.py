@@ -68,7 +68,8 @@ from edge_bus.runtime.frames import Frame, FrameResult
 from edge_bus.runtime.models import LoadedModel, load_model
 from edge_bus.runtime.postprocess import classify, region_of, segment
 from edge_bus.runtime.roi import Roi, find_roi, parse_roi
-from edge_bus.runtime.sinks import SUMMARY_FILE, Sink, discard_run_folder, make_sinks, refuse_overwrite, results_folder
+from edge_bus.runtime.sinks import (SUMMARY_FILE, Sink, discard_run_folder, holds_results, make_sinks, prune_run_folders,
+                                    refuse_overwrite, results_folder)
 from edge_bus.runtime.sources import Source, VideoFileSource, open_source
 from edge_bus.runtime.stats import RunStats
 
@@ -184,6 +185,7 @@ class Pipeline:
                     for sink in self.sinks or []:
                         with contextlib.suppress(Exception):
                             sink.close()
+                    self._sinks_closed = True
                 self._close_owned()
                 self._discard_empty_run_folder()
             finally:
@@ -217,9 +219,8 @@ class Pipeline:
             self._owned.append(self.source)
         if self.sinks is None:
             fps = self.source.fps if isinstance(self.source, VideoFileSource) else (cfg.fps or 25.0)
-            # overwrite=True: an earlier run's results were refused above, before the models were loaded
-            self.out_dir = results_folder(cfg.out, list(cfg.sinks), per_run=per_run,
-                                          keep_runs=getattr(cfg, "keep_runs", None), overwrite=True)
+            # checked again: results may have appeared while the models loaded (another run, same --out)
+            self.out_dir = results_folder(cfg.out, list(cfg.sinks), per_run=per_run, overwrite=self.overwrite)
             if per_run:
                 self._run_folder = self.out_dir
             self.sinks = make_sinks(list(cfg.sinks), self.out_dir, fps=fps)
@@ -322,13 +323,25 @@ class Pipeline:
         finally:
             try:
                 self._discard_empty_run_folder()
+                self._prune_old_runs()
             finally:
                 self._give_back_signals()
 
+    def _prune_old_runs(self) -> None:
+        """keep_runs, applied when a run with frames ends: an empty run (deleted above) never pushes
+        a real one out."""
+        keep = getattr(self.config, "keep_runs", None)
+        if self._run_folder is not None and keep is not None and self.stats.frames > 0:
+            prune_run_folders(self._run_folder.parent, keep, self._run_folder)
+
     def _discard_empty_run_folder(self) -> None:
         """A run that processed no frame (a card without signal, restarted every few seconds) leaves no
-        folder behind: it would count as a run and push real runs out of keep_runs."""
+        folder behind: it would count as a run and push real runs out of keep_runs. Never while a sink
+        may still be writing in it (a write stuck past the stop), nor when anything was written (a
+        frame's JSON line can land before a later sink fails and the frame is not counted)."""
         if self._run_folder is None or self.stats.frames > 0:
+            return
+        if (self._made_sinks and not self._sinks_closed) or holds_results(self._run_folder):
             return
         if discard_run_folder(self._run_folder):
             self.out_dir = None

@@ -4,10 +4,11 @@ A sink has `write(result)` and `close()`; `close()` flushes everything (it runs 
 `make_sinks(names, out_dir)` builds them in a fixed order (masks first, so the JSONL record can
 name the mask file).
 
-The results folder. `results_folder(out, per_run=True, keep_runs=N)` makes a fresh
-`out/<UTC start YYYYmmddTHHMMSSZ>-<pid>/` for every run, points `out/latest` at it and deletes the
-oldest run folders so that N are left (never the current one): a restarted service never wipes
-what an earlier run wrote. Without per-run folders the results go to `out/` itself, and
+The results folder. `results_folder(out, per_run=True)` makes a fresh
+`out/<UTC start YYYYmmddTHHMMSSZ>-<pid>/` for every run and points `out/latest` at it: a restarted
+service never wipes what an earlier run wrote. With keep_runs N, a run that processed frames
+deletes the oldest run folders when it ends, so that N are left, itself included
+(`prune_run_folders`). Without per-run folders the results go to `out/` itself, and
 `refuse_overwrite(out, names)` stops a run that would overwrite an earlier run's results.
 
 Retention counts runs that processed frames only. A run that ends without one (a card plugged in
@@ -324,10 +325,11 @@ def run_frames(folder: Path) -> int | None:
         except (OSError, ValueError, AttributeError):
             return None
         return frames if isinstance(frames, int) and not isinstance(frames, bool) else None
-    return 1 if _holds_results(folder) else 0
+    return 1 if holds_results(folder) else 0
 
 
-def _holds_results(folder: Path) -> bool:
+def holds_results(folder: Path) -> bool:
+    """A non-empty results file or a mask in `folder` (an empty results.jsonl is opened at start)."""
     for name in RESULT_FILES.values():
         try:
             if (folder / name).stat().st_size > 0:
@@ -419,8 +421,8 @@ def remove_earlier_results(out: Path, names: list[str]) -> None:
             path.unlink()
 
 
-def results_folder(out: str | Path | None, names: list[str], *, per_run: bool = False, keep_runs: int | None = None,
-                   overwrite: bool = True) -> Path | None:  # fmt: skip
+def results_folder(out: str | Path | None, names: list[str], *, per_run: bool = False,
+                   overwrite: bool = True) -> Path | None:
     """Where this run writes: a new run folder (per_run), else `out` (earlier results refused or removed)."""
     if out is None:
         return None
@@ -432,8 +434,6 @@ def results_folder(out: str | Path | None, names: list[str], *, per_run: bool = 
         return out
     folder = make_run_folder(out)
     point_latest_at(folder)
-    if keep_runs is not None:
-        prune_run_folders(out, keep_runs, folder)
     return folder
 
 

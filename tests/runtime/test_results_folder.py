@@ -69,12 +69,11 @@ def test_retention_keeps_n_runs_and_never_the_current_one(tmp_path):
     assert run_folders(out) == [current]
 
 
-def test_per_run_results_folder_prunes_at_start(tmp_path):
+def test_per_run_results_folder_is_new_and_latest(tmp_path):
     out = tmp_path / "out"
-    for m in range(3):
-        finished_run(out, started=START.replace(minute=m))
-    folder = results_folder(out, ["jsonl"], per_run=True, keep_runs=2)
-    assert folder.parent == out and len(run_folders(out)) == 2 and folder in run_folders(out)
+    earlier = [finished_run(out, started=START.replace(minute=m)) for m in range(3)]
+    folder = results_folder(out, ["jsonl"], per_run=True)
+    assert folder.parent == out and run_folders(out) == [*earlier, folder]  # nothing deleted before the run
     assert (out / "latest").resolve() == folder.resolve()
 
 
@@ -174,25 +173,52 @@ def test_a_run_without_frames_deletes_its_own_folder(tmp_path):
     assert run_folders(out) == [kept] and os.readlink(out / "latest") == kept.name
 
 
-def test_earlier_results_are_refused_once(tmp_path, monkeypatch):
-    """Refused before the models are loaded, and not looked for a second time when the folder is made."""
+def test_a_run_with_frames_prunes_when_it_ends_and_an_empty_one_never_does(tmp_path):
+    out = tmp_path / "out"
+    real = [pipeline_run(out, [np.zeros((40, 50), np.uint8)] * (m + 1), keep_runs=2)[0].out_dir for m in range(3)]
+    assert run_folders(out) == real[1:]  # the third run, when it ended, deleted the first
+    for _ in range(3):  # empty runs: they delete themselves and prune nothing
+        pipeline_run(out, ["not an image"], keep_runs=1)
+    assert run_folders(out) == real[1:]
+    assert [len((f / "results.jsonl").read_text().splitlines()) for f in run_folders(out)] == [2, 3]
+
+
+def test_a_run_without_counted_frames_keeps_a_folder_that_holds_results(tmp_path):
+    """A frame's JSON line written before a later sink failed: the frame is not counted, the line stays."""
+    from edge_bus.runtime.config import RunConfig
+    from edge_bus.runtime.pipeline import Pipeline
+
+    from fakes import ListSource, fake_model
+
+    c = RunConfig(source="unused", classifier="unused", out=str(tmp_path / "out"), out_per_run=True,
+                  sinks=["jsonl"], batch=1, max_wait_ms=5.0)  # fmt: skip
+    pipeline = Pipeline(c, source=ListSource([np.zeros((40, 50), np.uint8)]), models=[fake_model()], handle_sigint=False)
+    pipeline.stats.add_frame = lambda latency_ms: None  # the JSON line is written, the frame never counted
+    summary = pipeline.run()
+    assert summary["frames"] == 0 and pipeline.out_dir is not None
+    assert json.loads((pipeline.out_dir / "results.jsonl").read_text())["frame"] == 0
+
+
+def test_results_that_appear_while_the_models_load_are_refused_not_deleted(tmp_path, monkeypatch):
+    """Checked before the models load, and again when the folder is used: a second run on the same
+    --out during the first one's model loading must not have its results removed."""
     from edge_bus.runtime import pipeline as pipeline_module
     from edge_bus.runtime.config import RunConfig
     from edge_bus.runtime.pipeline import Pipeline
 
     from fakes import ListSource, fake_model
 
-    calls = []
-    real = sinks_module.refuse_overwrite
+    out = tmp_path / "out"
+    real = pipeline_module.refuse_overwrite
 
-    def counted(out, names, *, overwrite):
-        if not overwrite:  # overwrite=True looks for nothing
-            calls.append(out)
-        return real(out, names, overwrite=overwrite)
+    def then_another_run_writes(path, names, *, overwrite):
+        real(path, names, overwrite=overwrite)  # nothing there yet
+        out.mkdir(exist_ok=True)
+        (out / "results.jsonl").write_text('{"frame": 0, "by": "the other run"}\n')
 
-    monkeypatch.setattr(sinks_module, "refuse_overwrite", counted)
-    monkeypatch.setattr(pipeline_module, "refuse_overwrite", counted)
-    c = RunConfig(source="unused", classifier="unused", out=str(tmp_path / "out"), sinks=["jsonl"])
-    Pipeline(c, source=ListSource([np.zeros((40, 50), np.uint8)]), models=[fake_model()], overwrite=False,
-             handle_sigint=False).run()  # fmt: skip
-    assert len(calls) == 1
+    monkeypatch.setattr(pipeline_module, "refuse_overwrite", then_another_run_writes)
+    c = RunConfig(source="unused", classifier="unused", out=str(out), sinks=["jsonl"])
+    with pytest.raises(ConfigError, match="--overwrite"):
+        Pipeline(c, source=ListSource([np.zeros((40, 50), np.uint8)]), models=[fake_model()], overwrite=False,
+                 handle_sigint=False).run()  # fmt: skip
+    assert "the other run" in (out / "results.jsonl").read_text()
