@@ -125,16 +125,13 @@ def build_engine_cmd(
 def _print_result(root: Path, parity: dict, status: str, messages: list[str]) -> None:
     from rich.table import Table
 
+    from edge_bus.exporting.parity import gate_metric
+
     table = Table(title=f"parity gate: {root}")
     for col in ("artifact", "precision", "metric", "value", "passed"):
         table.add_column(col)
     for rec in parity.get("artifacts", []):
-        if "top1_agreement" in rec:
-            metric, value = "top-1 agreement", f"{rec['top1_agreement']:.4f} (max dp {rec['max_prob_diff']:.2e})"
-        elif "mean_iou_vs_reference" in rec:
-            metric, value = "IoU vs ref / dIoU(gt)", f"{rec['mean_iou_vs_reference']:.4f} / {rec['iou_change']:+.4f}"
-        else:
-            metric, value = "max |diff|", f"{rec.get('max_abs_diff', float('nan')):.2e}"
+        metric, value = gate_metric(rec)
         verdict = "yes" if rec.get("passed") else "[red]NO[/]"
         if rec.get("informative_only"):
             verdict = f"{'yes' if rec.get('passed') else 'no'} (not gated)"

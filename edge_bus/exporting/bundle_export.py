@@ -506,6 +506,8 @@ class _EngineGate:
             earlier = [r for r in self.parity["artifacts"] if _is_engine_record(r) and r.get("engine") == rel]
             if (bundle.root / rel).is_file() and earlier and all(r.get("passed") for r in earlier):
                 return _Gated(gate, kept=rel)
+            if (bundle.root / rel).is_file():  # installed without a passing gate: never "fresh" again
+                self.uninstall(rel)
             self.parity = _with_engine_gate(self.parity, gate)
             return _Gated(gate)
         finally:
@@ -513,13 +515,7 @@ class _EngineGate:
 
 
 def _gate_summary(gate: dict[str, Any]) -> str:
-    if "mean_iou_vs_reference" in gate:
-        return f"IoU vs reference {gate['mean_iou_vs_reference']:.4f}, IoU change {gate['iou_change']:+.4f}"
-    if "top1_agreement" in gate:
-        return f"top-1 agreement {gate['top1_agreement']:.4f}"
-    if "max_abs_diff" in gate:
-        return f"max |diff| {gate['max_abs_diff']:.2e}"
-    return gate.get("reason", "see the gate record")
+    return "{} {}".format(*P.gate_metric(gate))
 
 
 def _export_engines(bundle: Bundle, target, precisions, workspace_gb, ref, ref_logits, messages) -> list[dict[str, Any]]:

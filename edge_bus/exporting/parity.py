@@ -139,6 +139,17 @@ def numeric_check(reference_logits: np.ndarray, logits: np.ndarray, *, artifact:
     return {"artifact": artifact, "max_abs_diff": diff, "tolerance": rtol * scale, "passed": diff <= rtol * scale}
 
 
+def gate_metric(record: dict[str, Any]) -> tuple[str, str]:
+    """(what was compared, the figures) of one gate record, for tables and messages."""
+    if "top1_agreement" in record:
+        return "top-1 agreement", f"{record['top1_agreement']:.4f} (max dp {record.get('max_prob_diff', float('nan')):.2e})"
+    if "mean_iou_vs_reference" in record:
+        return "IoU vs ref / dIoU(gt)", f"{record['mean_iou_vs_reference']:.4f} / {record['iou_change']:+.4f}"
+    if "max_abs_diff" in record:
+        return "max |diff|", f"{record['max_abs_diff']:.2e}"
+    return "reason", str(record.get("reason", "see the gate record"))
+
+
 def summarize(records: list[dict[str, Any]], *, latency_only: bool, source: str) -> dict[str, Any]:
     passed = gate_passed(records)
     return {

@@ -233,6 +233,26 @@ def test_failed_forced_rebuild_keeps_the_installed_engine(bundle_dir, monkeypatc
     assert open_bundle(bundle_dir).manifest.status == "accepted" and engine.read_bytes() == good
 
 
+def test_failed_rebuild_of_an_engine_without_a_passing_gate_uninstalls_it(bundle_dir, monkeypatch):
+    """An installed engine whose gate record is gone (a parity.json restored from a backup, say) and
+    whose forced rebuild fails: it must not stay installed, or the next build-engine calls it fresh
+    and the bundle stays rejected for good."""
+    fake = FakeTensorRT(monkeypatch, faithful={})
+    (rec,), _ = build_engines(bundle_dir, precisions="fp16")
+    parity = json.loads((bundle_dir / "parity.json").read_text())
+    parity["artifacts"] = [r for r in parity["artifacts"] if r["artifact"] != "tensorrt"]
+    (bundle_dir / "parity.json").write_text(json.dumps(parity))
+    fake.faithful["fp16"] = False
+    result = build_engines(bundle_dir, precisions="fp16", force=True)
+    assert result.failed == ["fp16"] and not (bundle_dir / rec["path"]).exists()
+    m = open_bundle(bundle_dir).manifest
+    assert m.status == "rejected" and m.engines == []
+    fake.faithful["fp16"] = True  # the next build-engine builds it again (not "up to date") and passes
+    built, _ = build_engines(bundle_dir, precisions="fp16")
+    assert [r["precision"] for r in built] == ["fp16"] and fake.built == ["fp16"] * 3
+    assert open_bundle(bundle_dir).manifest.status == "accepted"
+
+
 def test_accepted_latency_only_bundle_installs_only_engines_that_pass(bundle_dir, monkeypatch):
     """latency_only with status accepted (a hand-made bundle): only "unchecked" skips the gate."""
     data = json.loads((bundle_dir / "manifest.json").read_text())
