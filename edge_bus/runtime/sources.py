@@ -147,10 +147,13 @@ class _OpenCVCaptureMixin:
     def _read_image(self):
         if self._cap is None:
             return None
-        ok, image = self._cap.read()
+        ok, image = self._decode()
         if not ok:
             return None
         return image, self.name, None
+
+    def _decode(self) -> tuple[bool, Any]:
+        return self._cap.read()
 
     def _release(self) -> None:
         if self._cap is not None:
@@ -254,13 +257,8 @@ class CaptureSource(_OpenCVCaptureMixin, Source):
     def _wait_for_frame(self) -> bool:
         return self._cap is not None and bool(self._cap.grab())
 
-    def _read_image(self):
-        if self._cap is None:
-            return None
-        ok, image = self._cap.retrieve()
-        if not ok:
-            return None
-        return image, self.name, None
+    def _decode(self) -> tuple[bool, Any]:
+        return self._cap.retrieve()  # the frame grab() waited for
 
 
 def fourcc_text(code: float) -> str | None:
