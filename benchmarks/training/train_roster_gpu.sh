@@ -121,12 +121,14 @@ def device(train: dict) -> str:
     return str(train["device"]) + (" (amp)" if train.get("amp") else "")
 
 
-rows = ["| model | test metric | value | lesion-only IoU | epochs | resolution | device |", "|---|---|---|---|---|---|---|"]
+rows = ["| model | test metric | value | lesion-only IoU | epochs | resolution | device | weights (SHA-256) |",
+        "|---|---|---|---|---|---|---|---|"]
 for report in sorted(out.glob("*/test/report.json")):
     try:
         r, folder = json.loads(report.read_text()), report.parent.parent
         train = r.get("train", {})
-        how = f"{epochs(folder, train)} | {r['resolution']} px | {device(train)}"
+        fingerprint = r.get("weights_sha256", "")[:12] or "-"
+        how = f"{epochs(folder, train)} | {r['resolution']} px | {device(train)} | {fingerprint}"
         if "classification" in r:
             rows.append(f"| {r['model']} | weighted F1 | {r['classification']['weighted_f1']:.4f} | | {how} |")
         else:
@@ -134,7 +136,7 @@ for report in sorted(out.glob("*/test/report.json")):
             lesion = "n/a" if s["lesion_only"]["iou"] is None else f"{s['lesion_only']['iou']:.4f}"
             rows.append(f"| {r['model']} | mean IoU (all images) | {s['all_images']['iou']:.4f} | {lesion} | {how} |")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        rows.append(f"| {report.parent.parent.name} | unreadable report ({type(exc).__name__}: {exc}) | | | | | |")
+        rows.append(f"| {report.parent.parent.name} | unreadable report ({type(exc).__name__}: {exc}) | | | | | | |")
 failures = out / "failures.txt"
 if failures.is_file():
     rows += ["", "Failed steps:", ""] + [f"- {line}" for line in failures.read_text().splitlines()]

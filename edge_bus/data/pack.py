@@ -24,6 +24,7 @@ from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.data.split import SPLITS, SplitItem, SplitManifest, verify_split
 from edge_bus.errors import DataError
 from edge_bus.fileio import check_out_file
+from edge_bus.fingerprint import array_sha256
 
 PACK_FORMAT = "edge-bus-pack"
 PACK_VERSION = 1
@@ -66,6 +67,15 @@ class Pack:
     @property
     def dataset_sha256(self) -> str:
         return str(self.meta["dataset_sha256"])
+
+    def content_sha256(self) -> str:
+        """SHA-256 of the packed pixels, masks, labels and ids of every split: two packs of one
+        split manifest differ here when the decoding or resizing library changed."""
+        return array_sha256(
+            (f"{name}_{field}", getattr(part, field))
+            for name, part in sorted(self.splits.items())
+            for field in ("images", "masks", "labels", "ids")
+        )
 
 
 def _load_item(args: tuple[SplitItem, Path, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from edge_bus.data.busi import CLASSES
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.fileio import sha256_file
+from edge_bus.fingerprint import state_dict_sha256
 
 SEGMENTATION_CLASSES = ["lesion"]
 
@@ -85,6 +86,8 @@ def from_checkpoint(path: str | Path, *, size: int | None = None) -> ExportSourc
         provenance={
             "checkpoint": str(Path(path).resolve()),
             "checkpoint_sha256": sha256_file(path),
+            # the fingerprint evaluation reports quote (the file hash above also covers metadata)
+            "weights_sha256": ckpt.weights_sha256 or state_dict_sha256(ckpt.state_dict),
             "model_kwargs": dict(ckpt.model_kwargs),
             "data_classes": list(ckpt.classes),
             "split_hash": ckpt.split_hash,
@@ -136,6 +139,7 @@ def from_ensemble(path: str | Path, data: dict, *, size: int | None = None) -> E
             "weights": list(ens.weights),
             "members": [str(Path(m).resolve()) for m in ens.members],
             "member_sha256": [sha256_file(m) for m in ens.members],
+            "member_weights_sha256": list(ens.member_weights_sha256),
             "data_classes": list(ens.classes),
             "split_hash": ens.split_hash,
             "dataset_sha256": ens.dataset_sha256,

@@ -9,7 +9,11 @@ File format (`save_ensemble` / `load_ensemble`), JSON next to (or pointing at) t
     {"format": "edge-bus-ensemble", "version": 1, "model": "ensemble", "task": "segmentation",
      "mode": "weighted" | "mean", "members": ["unet/best.pt", ...],   # relative to this file
      "weights": [0.5, 0.3, 0.2], "threshold": 0.5, "preprocessing": {spec dict},
-     "classes": [...], "split_hash": "...", "metrics": {"val": {"mean": .., "weighted": ..}}}
+     "classes": [...], "split_hash": "...", "metrics": {"val": {"mean": .., "weighted": ..}},
+     "member_weights_sha256": ["...", ...]}   # each member's weights fingerprint when the weights were chosen
+
+A member file retrained in place (same path, same split) would silently get weights chosen for the
+old one: loading compares each member's fingerprint with the recorded one and asks for a refit.
 """
 
 from __future__ import annotations
@@ -128,6 +132,7 @@ class EnsembleModel:
     split_hash: str = ""
     dataset_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    member_weights_sha256: list[str] = field(default_factory=list)  # empty in files written before fingerprints
     model: str = "ensemble"
     task: str = "segmentation"
 
@@ -136,8 +141,15 @@ class EnsembleModel:
         from edge_bus.training.checkpoint import load_checkpoint
 
         nets = []
-        for member in self.members:
+        recorded = self.member_weights_sha256 or [""] * len(self.members)
+        for member, fingerprint in zip(self.members, recorded):
             ckpt = load_checkpoint(member)
+            if fingerprint and ckpt.weights_sha256 != fingerprint:
+                raise CheckpointError(
+                    f"{member}: its weights ({ckpt.weights_sha256[:12] or 'no fingerprint'}) are not the ones the ensemble's "
+                    f"weights were chosen with ({fingerprint[:12]}); the member was retrained or replaced: refit the ensemble "
+                    "(`edge-bus train ensemble`)"
+                )
             if ckpt.task != "segmentation":
                 raise CheckpointError(f"{member}: ensemble members must be segmenters, this is a {ckpt.task} model")
             if ckpt.preprocessing != self.preprocessing:
@@ -173,8 +185,17 @@ def save_ensemble(path: str | Path, model: EnsembleModel) -> Path:
         "split_hash": model.split_hash,
         "dataset_sha256": model.dataset_sha256,
         "metrics": model.metrics,
+        "member_weights_sha256": list(model.member_weights_sha256),
     }
     return write_json_atomic(p, data)
+
+
+def _member_fingerprints(value: Any, n_members: int) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"member_weights_sha256 must be a list of strings, got {value!r}")
+    if value and len(value) != n_members:
+        raise ValueError(f"member_weights_sha256 has {len(value)} entries for {n_members} members")
+    return list(value)
 
 
 def load_ensemble(path: str | Path, data: dict | None = None) -> EnsembleModel:
@@ -202,6 +223,7 @@ def load_ensemble(path: str | Path, data: dict | None = None) -> EnsembleModel:
             split_hash=data.get("split_hash", ""),
             dataset_sha256=data.get("dataset_sha256", ""),
             metrics=data.get("metrics", {}),
+            member_weights_sha256=_member_fingerprints(data.get("member_weights_sha256", []), len(members)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{p}: invalid ensemble file: {exc}") from None

@@ -91,7 +91,7 @@ def fit_ensemble(
     model = EnsembleModel(
         path=None, members=[c.path for c in ckpts], weights=weights, mode=mode, preprocessing=spec,
         classes=ckpts[0].classes, split_hash=pack.split_hash, dataset_sha256=pack.dataset_sha256,
-        metrics={"val": metrics},
+        metrics={"val": metrics}, member_weights_sha256=[c.weights_sha256 for c in ckpts],
     )
     return save_ensemble(Path(out) / ENSEMBLE_NAME, model)
 

@@ -4,7 +4,12 @@
      "task": "classification", "classes": [...], "preprocessing": {spec dict}, "threshold": 0.5,
      "state_dict": {...}, "split_hash": "...", "dataset_sha256": "...", "metrics": {"val": {...}},
      "train": {"epochs": .., "device": "cpu", "resolution": 256, ...},
-     "versions": {"torch": ..., "edge_bus": ...}}
+     "versions": {"torch": ..., "edge_bus": ...}, "weights_sha256": "..."}
+
+`weights_sha256` (edge_bus.fingerprint.state_dict_sha256 of the state dict) is written with the
+weights and checked when they are loaded: a report that quotes it names exactly the weights it
+measured, and an ensemble that recorded its members' fingerprints notices a member retrained in
+place. Files written before the field existed load without the check.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError, PreprocessError
+from edge_bus.fingerprint import state_dict_sha256
 from edge_bus.training.safe_load import safe_torch_load
 
 FORMAT = "edge-bus-checkpoint"
@@ -31,7 +37,12 @@ def _versions() -> dict[str, str]:
 
     from edge_bus import __version__ as edge_bus_version
 
-    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "edge_bus": str(edge_bus_version)}
+    import cv2
+    import numpy
+
+    # OpenCV and NumPy too: augmentation runs on them, so they are part of what a rerun must match
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "edge_bus": str(edge_bus_version),
+            "numpy": str(numpy.__version__), "opencv": str(cv2.__version__)}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -62,6 +73,7 @@ def save_checkpoint(path: str | os.PathLike, network: nn.Module, /, **fields: An
     data.update(fields)
     data["classes"] = list(data["classes"])
     data["state_dict"] = {k: v.detach().cpu() for k, v in unwrap(network).state_dict().items()}
+    data["weights_sha256"] = state_dict_sha256(data["state_dict"])
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
@@ -85,6 +97,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    weights_sha256: str = ""  # "" for files written before fingerprints
 
     def build_model(self) -> nn.Module:
         """The network with these weights, on the CPU, in eval mode."""
@@ -137,9 +150,11 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Checkpoint:
-    """Read a checkpoint safely; CheckpointError naming the file when it is missing, corrupt or unknown.
+    """Read a checkpoint safely; CheckpointError naming the file when it is missing, corrupt or
+    unknown, or when its weights no longer match the fingerprint written with them.
 
-    mmap=True maps the tensors instead of reading them (cheap when only the metadata is needed)."""
+    mmap=True maps the tensors instead of reading them and skips the fingerprint check (cheap when
+    only the metadata is needed)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file (train one with `edge-bus train`)")
@@ -165,4 +180,20 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Checkpoin
         raise CheckpointError(f"{p}: {exc}") from None
     known = set(Checkpoint.__dataclass_fields__) - {"path", "preprocessing"}
     kwargs = {k: v for k, v in data.items() if k in known}
+    if not isinstance(data["state_dict"], dict):
+        raise CheckpointError(f"{p}: its state_dict is a {type(data['state_dict']).__name__}, not a dict of tensors")
+    if not mmap and kwargs.get("weights_sha256"):
+        _check_fingerprint(p, data["state_dict"], str(kwargs["weights_sha256"]))
     return Checkpoint(path=p, preprocessing=spec, **kwargs)
+
+
+def _check_fingerprint(path: Path, state_dict: dict[str, Any], recorded: str) -> None:
+    try:
+        found = state_dict_sha256(state_dict)
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if found != recorded:
+        raise CheckpointError(
+            f"{path}: its weights do not match the fingerprint saved with them ({found[:12]} against {recorded[:12]}); "
+            "the file was altered after training: re-train, or restore the original file"
+        )

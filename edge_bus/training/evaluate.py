@@ -14,11 +14,13 @@ import numpy as np
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.fileio import write_json_atomic, write_text_atomic
+from edge_bus.fingerprint import state_dict_sha256
 from edge_bus.training.data import SplitArrays, split_arrays
 
 # How the model was trained, copied from its file into report.json's "train" (the keys it has), so
 # a summary of many reports reads only JSON and needs neither torch nor edge-bus.
-TRAIN_KEYS = ("device", "amp", "epochs", "epochs_run", "best_epoch", "resolution", "world_size", "weights", "network")
+TRAIN_KEYS = ("device", "amp", "epochs", "epochs_run", "best_epoch", "resolution", "world_size", "weights", "network",
+              "threads", "cpu", "cpu_capability", "gpu", "pack_sha256")
 
 
 @dataclass
@@ -34,6 +36,10 @@ class LoadedModel:
     predict: Callable[[np.ndarray], np.ndarray]  # uint8 (N,S,S) -> logits (N,C) or probabilities (N,S,S)
     source: Path
     train: dict[str, Any] = field(default_factory=dict)  # the model file's record of its training
+    # What identifies the evaluated model, copied into the report: {"weights_sha256": ...,
+    # "training_versions": {...}} for a checkpoint, {"member_weights_sha256": [...]} for an
+    # ensemble, {} where the file has neither.
+    fingerprints: dict[str, Any] = field(default_factory=dict)
 
 
 def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> LoadedModel:
@@ -58,14 +64,21 @@ def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> Loa
             from edge_bus.models.ensemble import load_ensemble
 
             e = load_ensemble(p, data)
-            return _torch_model(f"ensemble ({e.mode})", "segmentation", e.classes, e.preprocessing, e.threshold,
-                                e.split_hash, e.build_model(), p, device, batch_size)
+            loaded = _torch_model(f"ensemble ({e.mode})", "segmentation", e.classes, e.preprocessing, e.threshold,
+                                  e.split_hash, e.build_model(), p, device, batch_size)
+            if e.member_weights_sha256:
+                loaded.fingerprints["member_weights_sha256"] = list(e.member_weights_sha256)
+            return loaded
         raise CheckpointError(f"{p}: unknown model file format {kind!r}; expected edge-bus-classical or edge-bus-ensemble")
     from edge_bus.training.checkpoint import load_checkpoint
 
     c = load_checkpoint(p)
-    return _torch_model(c.model, c.task, c.classes, c.preprocessing, c.threshold, c.split_hash, c.build_model(), p, device,
-                        batch_size, c.train)
+    loaded = _torch_model(c.model, c.task, c.classes, c.preprocessing, c.threshold, c.split_hash, c.build_model(), p, device,
+                          batch_size, c.train)
+    # checked against the file's own record on load; computed here for files written before it
+    loaded.fingerprints["weights_sha256"] = c.weights_sha256 or state_dict_sha256(c.state_dict)
+    loaded.fingerprints["training_versions"] = dict(c.versions)
+    return loaded
 
 
 def _torch_model(name, task, classes, spec, threshold, split_hash, model, path, device, batch_size, train=None) -> LoadedModel:
@@ -105,6 +118,7 @@ def evaluate(
         "resolution": loaded.spec.size, "pack_resolution": pack.spec.size, "split_hash": pack.split_hash,
         "pack": str(pack_path), "warnings": resize_warnings(pack_path, pack.spec.size, loaded.spec.size),
         "train": {k: loaded.train[k] for k in TRAIN_KEYS if k in loaded.train},
+        **loaded.fingerprints, "pack_sha256": pack.content_sha256(),
     }
     figures: dict[str, str] = {}
     if loaded.task == "classification":
@@ -186,7 +200,21 @@ def _fmt(x: Any) -> str:
 def markdown_report(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation of {report['model']} on the {report['split']} split", "",
              f"- model file: `{report['source']}`", f"- images: {report['n']} at {report['resolution']} px",
-             f"- split hash: `{report['split_hash'][:16]}`", ""]
+             f"- split hash: `{report['split_hash'][:16]}`"]
+    if report.get("weights_sha256"):
+        lines.append(f"- weights fingerprint (SHA-256): `{report['weights_sha256'][:16]}`")
+    if report.get("member_weights_sha256"):
+        lines.append("- member weights fingerprints: " + ", ".join(f"`{h[:16]}`" for h in report["member_weights_sha256"]))
+    if report.get("pack_sha256"):
+        trained_on = report.get("train", {}).get("pack_sha256")
+        same = "" if not trained_on else " (the pack it was trained on)" if trained_on == report["pack_sha256"] else (
+            f" (**not** the pack it was trained on, `{trained_on[:16]}`: other decoding or resizing)")
+        lines.append(f"- pack pixels fingerprint: `{report['pack_sha256'][:16]}`{same}")
+    train = report.get("train", {})
+    if train.get("cpu") or train.get("gpu"):
+        how = train.get("gpu") or f"{train['cpu']}, {train.get('cpu_capability', '?')} kernels, {train.get('threads', '?')} threads"
+        lines.append(f"- trained on: {train.get('device', '?')}, {how}")
+    lines.append("")
     lines += [f"**Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     if "classification" in report:
         cls = report["classification"]

@@ -235,6 +235,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         "patience": cfg.patience,
         "max_minutes": cfg.max_minutes,
         "pack": str(Path(cfg.pack).resolve()),
+        # What a bit-for-bit rerun needs besides the options: the same pixels, and on the CPU the
+        # same kernels and thread count (floating-point sums are split by both).
+        "pack_sha256": pack.content_sha256(),
+        **_compute_record(device),
     }
     stop_reason = None
     run_started = time.perf_counter()
@@ -317,6 +321,16 @@ def _validate(info, model, val_arrays, spec, device, task, classes, batch_size, 
 
     return distributed.run_on_main(info, score, lambda reason: ValidationError(
         f"validation failed on rank 0 at epoch {epoch} ({reason}); all {info.world_size} ranks stop"))
+
+
+def _compute_record(device: torch.device) -> dict[str, Any]:
+    from edge_bus.sysinfo import cpu_info
+
+    record: dict[str, Any] = {"threads": torch.get_num_threads(), "cpu": cpu_info()["model"],
+                              "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
 
 
 def _past_budget(max_minutes: float | None, started: float) -> bool:

@@ -114,3 +114,16 @@ def test_one_out_file_check_serves_the_pack_and_the_cli(synthetic_busi, tmp_path
     folder.mkdir()
     with pytest.raises(DataError, match="is a folder; give the file to write"):
         pack_split(manifest, synthetic_busi, folder, size=32)
+
+
+def test_content_fingerprint_follows_the_pixels_not_the_file(packed, synthetic_busi, tmp_path):
+    manifest, path = packed
+    pack = load_pack(path)
+    again = load_pack(pack_split(manifest, synthetic_busi, tmp_path / "again.npz", size=40))
+    assert again.content_sha256() == pack.content_sha256()
+    changed = load_pack(path)
+    changed.splits["test"].images[0, 0, 0] ^= 1
+    assert changed.content_sha256() != pack.content_sha256()
+    relabelled = load_pack(path)
+    relabelled.splits["val"].labels[0] = (relabelled.splits["val"].labels[0] + 1) % 3
+    assert relabelled.content_sha256() != pack.content_sha256()

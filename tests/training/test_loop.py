@@ -329,6 +329,6 @@ def test_evaluate_records_how_the_model_was_trained(trained_unets, synthetic_pac
     train_info = load_checkpoint(trained_unets[0].best_checkpoint).train
     assert saved == report["train"]
     assert saved == {k: train_info[k] for k in ("device", "amp", "epochs", "epochs_run", "best_epoch", "resolution",
-                                                "world_size", "weights")}
+                                                "world_size", "weights", "threads", "cpu", "cpu_capability", "pack_sha256")}
     assert saved["device"] == "cpu" and saved["amp"] is False and saved["resolution"] == 64
     assert saved["best_epoch"] == trained_unets[0].best_epoch

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_bus.training.checkpoint import load_checkpoint
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "benchmarks" / "training"
 BIN = Path(sys.executable).parent
@@ -99,11 +101,12 @@ def test_gpu_roster_packs_the_shared_split_and_survives_a_failed_step(synthetic_
     assert any(c.startswith("evaluate") and "/unet/best.pt" in c for c in calls)
     assert "vgg19 evaluation" not in failures and "summary" not in failures
     summary = (out / "summary.md").read_text()
-    assert "| epochs | resolution | device |" in summary
+    assert "| epochs | resolution | device | weights (SHA-256) |" in summary
     for row in ("| unet |", "| unet_vgg19 |", "| classical |", "| ensemble (weighted) |", "| ensemble (mean) |"):
         assert row in summary, summary
     unet_row = next(line for line in summary.splitlines() if line.startswith("| unet |"))
-    assert "| 1 (best 1) | 64 px | cpu |" in unet_row
+    unet_weights = load_checkpoint(out / "unet" / "best.pt").weights_sha256
+    assert f"| 1 (best 1) | 64 px | cpu | {unet_weights[:12]} |" in unet_row
 
 
 def test_a_failing_summary_is_logged_and_does_not_fail_the_roster(tmp_path):
