@@ -19,7 +19,6 @@ from edge_bus.data.busi import CLASSES
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.fileio import sha256_file
-from edge_bus.fingerprint import state_dict_sha256
 
 SEGMENTATION_CLASSES = ["lesion"]
 
@@ -87,7 +86,7 @@ def from_checkpoint(path: str | Path, *, size: int | None = None) -> ExportSourc
             "checkpoint": str(Path(path).resolve()),
             "checkpoint_sha256": sha256_file(path),
             # the fingerprint evaluation reports quote (the file hash above also covers metadata)
-            "weights_sha256": ckpt.weights_sha256 or state_dict_sha256(ckpt.state_dict),
+            "weights_sha256": ckpt.weights_sha256,
             "model_kwargs": dict(ckpt.model_kwargs),
             "data_classes": list(ckpt.classes),
             "split_hash": ckpt.split_hash,

@@ -132,7 +132,9 @@ class EnsembleModel:
     split_hash: str = ""
     dataset_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
-    member_weights_sha256: list[str] = field(default_factory=list)  # empty in files written before fingerprints
+    # Each member's weights fingerprint when the weights were chosen, checked by build_model. Files
+    # written before fingerprints have none: build_model then fills in those of the members it loaded.
+    member_weights_sha256: list[str] = field(default_factory=list)
     model: str = "ensemble"
     task: str = "segmentation"
 
@@ -140,13 +142,14 @@ class EnsembleModel:
         """Load every member checkpoint and combine them (eval mode, CPU)."""
         from edge_bus.training.checkpoint import load_checkpoint
 
-        nets = []
+        nets, loaded = [], []
         recorded = self.member_weights_sha256 or [""] * len(self.members)
         for member, fingerprint in zip(self.members, recorded):
             ckpt = load_checkpoint(member)
+            loaded.append(ckpt.weights_sha256)
             if fingerprint and ckpt.weights_sha256 != fingerprint:
                 raise CheckpointError(
-                    f"{member}: its weights ({ckpt.weights_sha256[:12] or 'no fingerprint'}) are not the ones the ensemble's "
+                    f"{member}: its weights ({ckpt.weights_sha256[:12]}) are not the ones the ensemble's "
                     f"weights were chosen with ({fingerprint[:12]}); the member was retrained or replaced: refit the ensemble "
                     "(`edge-bus train ensemble`)"
                 )
@@ -163,6 +166,7 @@ class EnsembleModel:
                     f"chosen on split {self.split_hash[:12]}; the member file was replaced: refit the ensemble"
                 )
             nets.append(ckpt.build_model())
+        self.member_weights_sha256 = loaded
         weights = self.weights if self.mode == "weighted" else None
         return EnsembleSegmenter(nets, weights).eval()
 

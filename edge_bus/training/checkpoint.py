@@ -97,7 +97,9 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    weights_sha256: str = ""  # "" for files written before fingerprints
+    # Recorded with the weights and checked on load; computed on load for files written before
+    # fingerprints ("" only for those when loaded with mmap=True).
+    weights_sha256: str = ""
 
     def build_model(self) -> nn.Module:
         """The network with these weights, on the CPU, in eval mode."""
@@ -182,18 +184,20 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Checkpoin
     kwargs = {k: v for k, v in data.items() if k in known}
     if not isinstance(data["state_dict"], dict):
         raise CheckpointError(f"{p}: its state_dict is a {type(data['state_dict']).__name__}, not a dict of tensors")
-    if not mmap and kwargs.get("weights_sha256"):
-        _check_fingerprint(p, data["state_dict"], str(kwargs["weights_sha256"]))
+    if not mmap:
+        kwargs["weights_sha256"] = _checked_fingerprint(p, data["state_dict"], str(kwargs.get("weights_sha256") or ""))
     return Checkpoint(path=p, preprocessing=spec, **kwargs)
 
 
-def _check_fingerprint(path: Path, state_dict: dict[str, Any], recorded: str) -> None:
+def _checked_fingerprint(path: Path, state_dict: dict[str, Any], recorded: str) -> str:
+    """The weights' fingerprint; CheckpointError when it differs from the `recorded` one (if any)."""
     try:
         found = state_dict_sha256(state_dict)
     except TypeError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    if found != recorded:
+    if recorded and found != recorded:
         raise CheckpointError(
             f"{path}: its weights do not match the fingerprint saved with them ({found[:12]} against {recorded[:12]}); "
             "the file was altered after training: re-train, or restore the original file"
         )
+    return found

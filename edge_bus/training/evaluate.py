@@ -14,7 +14,6 @@ import numpy as np
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
 from edge_bus.fileio import write_json_atomic, write_text_atomic
-from edge_bus.fingerprint import state_dict_sha256
 from edge_bus.training.data import SplitArrays, split_arrays
 
 # How the model was trained, copied from its file into report.json's "train" (the keys it has), so
@@ -38,7 +37,7 @@ class LoadedModel:
     train: dict[str, Any] = field(default_factory=dict)  # the model file's record of its training
     # What identifies the evaluated model, copied into the report: {"weights_sha256": ...,
     # "training_versions": {...}} for a checkpoint, {"member_weights_sha256": [...]} for an
-    # ensemble, {} where the file has neither.
+    # ensemble, {} for the classical baseline (its parameters are its file).
     fingerprints: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,8 +65,7 @@ def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> Loa
             e = load_ensemble(p, data)
             loaded = _torch_model(f"ensemble ({e.mode})", "segmentation", e.classes, e.preprocessing, e.threshold,
                                   e.split_hash, e.build_model(), p, device, batch_size)
-            if e.member_weights_sha256:
-                loaded.fingerprints["member_weights_sha256"] = list(e.member_weights_sha256)
+            loaded.fingerprints["member_weights_sha256"] = list(e.member_weights_sha256)  # as build_model loaded them
             return loaded
         raise CheckpointError(f"{p}: unknown model file format {kind!r}; expected edge-bus-classical or edge-bus-ensemble")
     from edge_bus.training.checkpoint import load_checkpoint
@@ -75,8 +73,7 @@ def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> Loa
     c = load_checkpoint(p)
     loaded = _torch_model(c.model, c.task, c.classes, c.preprocessing, c.threshold, c.split_hash, c.build_model(), p, device,
                           batch_size, c.train)
-    # checked against the file's own record on load; computed here for files written before it
-    loaded.fingerprints["weights_sha256"] = c.weights_sha256 or state_dict_sha256(c.state_dict)
+    loaded.fingerprints["weights_sha256"] = c.weights_sha256  # checked against the file's own record on load
     loaded.fingerprints["training_versions"] = dict(c.versions)
     return loaded
 
@@ -208,7 +205,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     if report.get("pack_sha256"):
         trained_on = report.get("train", {}).get("pack_sha256")
         same = "" if not trained_on else " (the pack it was trained on)" if trained_on == report["pack_sha256"] else (
-            f" (**not** the pack it was trained on, `{trained_on[:16]}`: other decoding or resizing)")
+            f" (not the pack it was trained on, `{trained_on[:16]}`: another pack size, or images decoded or resized by "
+            "other library versions)")
         lines.append(f"- pack pixels fingerprint: `{report['pack_sha256'][:16]}`{same}")
     train = report.get("train", {})
     if train.get("cpu") or train.get("gpu"):

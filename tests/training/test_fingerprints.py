@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -60,9 +61,10 @@ def test_weights_altered_after_training_are_refused(trained_unets, tmp_path):
     with pytest.raises(CheckpointError, match=r"altered.pt: its weights do not match the fingerprint saved with them"):
         load_checkpoint(path)
     assert load_checkpoint(path, mmap=True).model == "unet"  # metadata reads skip the check
-    del data["weights_sha256"]  # a file written before fingerprints: loads unchecked
+    del data["weights_sha256"]  # a file written before fingerprints: nothing to check, the fingerprint is computed
     torch.save(data, path)
-    assert load_checkpoint(path).weights_sha256 == ""
+    assert load_checkpoint(path).weights_sha256 == state_dict_sha256(data["state_dict"])
+    assert load_checkpoint(path, mmap=True).weights_sha256 == ""
 
 
 def test_report_names_the_weights_and_the_pack_it_measured(trained_unets, synthetic_pack, tmp_path):
@@ -72,6 +74,15 @@ def test_report_names_the_weights_and_the_pack_it_measured(trained_unets, synthe
     assert report["pack_sha256"] == report["train"]["pack_sha256"] == load_pack(synthetic_pack).content_sha256()
     text = (tmp_path / "e" / "report.md").read_text()
     assert f"`{ckpt.weights_sha256[:16]}`" in text and "(the pack it was trained on)" in text
+    assert f"- trained on: cpu, {ckpt.train['cpu']}, {ckpt.train['cpu_capability']} kernels, {ckpt.train['threads']} threads" in text
+    # the same split packed with other pixels (as another OpenCV would resize them): said, not hidden
+    with np.load(synthetic_pack) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["test_images"] = arrays["test_images"] ^ np.uint8(1)
+    np.savez_compressed(tmp_path / "other.npz", **arrays)
+    other = evaluate(ckpt.path, tmp_path / "other.npz", tmp_path / "x")
+    assert other["pack_sha256"] != other["train"]["pack_sha256"]
+    assert f"(not the pack it was trained on, `{other['train']['pack_sha256'][:16]}`" in (tmp_path / "x" / "report.md").read_text()
     # a checkpoint written before fingerprints: the report computes the fingerprint of what it loaded
     data = torch.load(ckpt.path, weights_only=True)
     del data["weights_sha256"]
@@ -83,12 +94,16 @@ def test_ensemble_refuses_a_member_retrained_in_place(trained_unets, synthetic_p
     members = [tmp_path / "a.pt", tmp_path / "b.pt"]
     for result, member in zip(trained_unets, members):
         shutil.copy(result.best_checkpoint, member)
+    old_member = torch.load(members[1], weights_only=True)  # b.pt written before fingerprints: still protected
+    del old_member["weights_sha256"]
+    torch.save(old_member, members[1])
     res = runner.invoke(app, ["train", "ensemble", "--pack", str(synthetic_pack), "--out", str(tmp_path / "ens"),
                               "--member", str(members[0]), "--member", str(members[1])])
     assert res.exit_code == 0, res.output
     ensemble_file = tmp_path / "ens" / "ensemble.json"
     recorded = json.loads(ensemble_file.read_text())["member_weights_sha256"]
     assert recorded == [load_checkpoint(m).weights_sha256 for m in members]
+    assert recorded[1] == state_dict_sha256(old_member["state_dict"])
     report = evaluate(ensemble_file, synthetic_pack, tmp_path / "e1")
     assert report["member_weights_sha256"] == recorded
 
@@ -99,7 +114,8 @@ def test_ensemble_refuses_a_member_retrained_in_place(trained_unets, synthetic_p
     assert "b.pt" in text and "refit the ensemble" in text and recorded[1][:12] in text
     assert not (tmp_path / "e2" / "report.json").exists()
 
-    data = json.loads(ensemble_file.read_text())  # written before fingerprints: loads without the check
+    data = json.loads(ensemble_file.read_text())  # written before fingerprints: no check, the loaded members quoted
     del data["member_weights_sha256"]
     ensemble_file.write_text(json.dumps(data))
-    assert "member_weights_sha256" not in evaluate(ensemble_file, synthetic_pack, tmp_path / "e3")
+    loaded_now = [load_checkpoint(m).weights_sha256 for m in members]
+    assert evaluate(ensemble_file, synthetic_pack, tmp_path / "e3")["member_weights_sha256"] == loaded_now
