@@ -14,6 +14,7 @@
 # the summary reads only JSON, so it need not be the one edge-bus is installed in).
 # A failed step is logged to $OUT/failures.txt and the roster goes on.
 set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 : "${OUT:?set OUT to the results folder}"
 EPOCHS="${EPOCHS:-60}"
@@ -90,58 +91,6 @@ if (( ${#members[@]} >= 4 )); then  # at least two members ("--member PATH" each
   done
 fi
 
-# One summary table of the test reports, each row with how it was trained. It reads only JSON
-# (report.json records the model file's training details), so any python3 will do; a failure here
-# is logged like any other step and never costs the results above.
-summary() {
-  "$PYTHON" - "$OUT" <<'PY'
-import json, sys
-from pathlib import Path
-
-out = Path(sys.argv[1])
-
-
-def epochs(folder: Path, train: dict) -> str:
-    path = folder / "history.json"
-    if path.is_file():
-        history = json.loads(path.read_text())
-        best = max(history, key=lambda h: h["val"]["score"])
-        stop = history[-1].get("stop_reason")
-        return f"{len(history)} (best {best['epoch']}{', stopped: ' + stop if stop else ''})"
-    if "best_epoch" in train:
-        return f"best {train['best_epoch']} of {train.get('epochs', '?')}"
-    return "-"
-
-
-def device(train: dict) -> str:
-    if train.get("network") is False:
-        return "cpu (no network)"
-    if "device" not in train:
-        return "-"
-    return str(train["device"]) + (" (amp)" if train.get("amp") else "")
-
-
-rows = ["| model | test metric | value | lesion-only IoU | epochs | resolution | device | weights (SHA-256) |",
-        "|---|---|---|---|---|---|---|---|"]
-for report in sorted(out.glob("*/test/report.json")):
-    try:
-        r, folder = json.loads(report.read_text()), report.parent.parent
-        train = r.get("train", {})
-        fingerprint = r.get("weights_sha256", "")[:12] or "-"
-        how = f"{epochs(folder, train)} | {r['resolution']} px | {device(train)} | {fingerprint}"
-        if "classification" in r:
-            rows.append(f"| {r['model']} | weighted F1 | {r['classification']['weighted_f1']:.4f} | | {how} |")
-        else:
-            s = r["segmentation"]
-            lesion = "n/a" if s["lesion_only"]["iou"] is None else f"{s['lesion_only']['iou']:.4f}"
-            rows.append(f"| {r['model']} | mean IoU (all images) | {s['all_images']['iou']:.4f} | {lesion} | {how} |")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        rows.append(f"| {report.parent.parent.name} | unreadable report ({type(exc).__name__}: {exc}) | | | | | | |")
-failures = out / "failures.txt"
-if failures.is_file():
-    rows += ["", "Failed steps:", ""] + [f"- {line}" for line in failures.read_text().splitlines()]
-(out / "summary.md").write_text("\n".join(rows) + "\n")
-print("\n".join(rows))
-PY
-}
-step "summary" summary
+# One summary table of the test reports (benchmarks/training/summarize_roster.py reads only JSON, so
+# any python3 will do); a failure here is logged like any other step and never costs the results above.
+step "summary" "$PYTHON" "$SCRIPT_DIR/summarize_roster.py" "$OUT"

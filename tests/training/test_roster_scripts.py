@@ -120,3 +120,29 @@ def test_a_failing_summary_is_logged_and_does_not_fail_the_roster(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "summary failed (exit 7)" in (out / "failures.txt").read_text()
+
+
+def test_summary_rows_name_weights_members_and_unreadable_reports(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("summarize_roster", SCRIPTS / "summarize_roster.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    seg = {"all_images": {"iou": 0.65}, "lesion_only": {"iou": 0.6}}
+    reports = {
+        "unet": {"model": "unet", "resolution": 128, "segmentation": seg, "weights_sha256": "a" * 64,
+                 "train": {"device": "cpu", "best_epoch": 3, "epochs": 5}},
+        "ensemble": {"model": "ensemble (weighted)", "resolution": 128, "segmentation": seg,
+                     "member_weights_sha256": ["b" * 64, "c" * 64], "train": {}},
+        "broken": {"model": "vgg19", "resolution": 128},
+    }
+    for name, report in reports.items():
+        (tmp_path / name / "test").mkdir(parents=True)
+        (tmp_path / name / "test" / "report.json").write_text(json.dumps(report))
+    lines = summarize.main(tmp_path).splitlines()
+    assert lines == (tmp_path / "summary.md").read_text().splitlines()
+    by_model = {line.split(" | ")[0]: line for line in lines[2:]}
+    assert by_model["| unet"].endswith("| best 3 of 5 | 128 px | cpu | aaaaaaaaaaaa |")
+    assert by_model["| ensemble (weighted)"].endswith("| - | 128 px | - | bbbbbbbb+cccccccc |")
+    assert "unreadable report (KeyError" in by_model["| broken"]
