@@ -5,6 +5,7 @@
 # Usage (repository root, edge-bus[train] installed, real BUSI present):
 #   DATA=../shared/data/busi OUT=runs/cpu128 bash benchmarks/training/train_roster_cpu.sh
 set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 : "${DATA:?set DATA to the BUSI folder}"
 OUT="${OUT:-runs/cpu128}"
@@ -54,4 +55,5 @@ if (( ${#members[@]} >= 4 )); then  # at least two members ("--member PATH" each
       || echo "ensemble ($mode): failed, see $OUT/ensemble.log"
   done
 fi
+"${PYTHON:-python3}" "$SCRIPT_DIR/summarize_roster.py" "$OUT" || echo "summary failed"
 echo "done: $OUT"
