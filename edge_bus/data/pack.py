@@ -70,7 +70,8 @@ class Pack:
 
     def content_sha256(self) -> str:
         """SHA-256 of the packed pixels, masks, labels and ids of every split: two packs of one
-        split manifest differ here when the decoding or resizing library changed."""
+        split manifest at one size differ here only when something changed the pixels (such as
+        another image decoding or resizing library)."""
         return array_sha256(
             (f"{name}_{field}", getattr(part, field))
             for name, part in sorted(self.splits.items())

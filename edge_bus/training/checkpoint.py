@@ -9,7 +9,7 @@
 `weights_sha256` (edge_bus.fingerprint.state_dict_sha256 of the state dict) is written with the
 weights and checked when they are loaded: a report that quotes it names exactly the weights it
 measured, and an ensemble that recorded its members' fingerprints notices a member retrained in
-place. Files written before the field existed load without the check.
+place. Files written before the field existed load unchecked, their fingerprint computed on load.
 """
 
 from __future__ import annotations
