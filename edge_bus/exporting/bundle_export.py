@@ -321,7 +321,8 @@ def _export_into(work: Path, root: Path, src, *, formats, int8, precisions, batc
             for kind in int8:
                 quantize_int8(onnx_path, work / FILES[kind], calib_inputs, for_tensorrt=kind == "onnx_int8_tensorrt")
                 artifacts[kind] = FILES[kind]
-                outputs[(kind, "int8")] = run_onnx(ort_session(work / FILES[kind]), inputs)
+                session = ort_session(work / FILES[kind], emulate_qdq=kind == "onnx_int8_tensorrt")
+                outputs[(kind, "int8")] = run_onnx(session, inputs)
             bar.done()
 
         if "torchscript" in formats:
@@ -737,7 +738,7 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
                 continue
         else:
             check_onnx(path)
-            logits = run_onnx(ort_session(path), inputs)
+            logits = run_onnx(ort_session(path, emulate_qdq=kind == "onnx_int8_tensorrt"), inputs)
         record = P.compare(ref, logits, artifact=kind, precision=precision)
         records.append({**record, "informative_only": True} if kind == "onnx_int8_tensorrt" else record)
     old_path = bundle.root / PARITY_NAME

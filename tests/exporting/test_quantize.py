@@ -84,7 +84,8 @@ def test_first_and_output_layers_stay_float(float_model, tmp_path, for_tensorrt)
 def test_quantized_models_stay_close_to_float(float_model, tmp_path, for_tensorrt):
     x = _calibration(4, seed=1)
     ref = run_onnx(ort_session(float_model), x)
-    q = run_onnx(ort_session(quantize_int8(float_model, tmp_path / "m.onnx", _calibration(), for_tensorrt=for_tensorrt)), x)
+    q_path = quantize_int8(float_model, tmp_path / "m.onnx", _calibration(), for_tensorrt=for_tensorrt)
+    q = run_onnx(ort_session(q_path, emulate_qdq=for_tensorrt), x)
     relative_rms_error = np.sqrt(np.mean((q - ref) ** 2) / np.mean(ref**2))
     assert 0 < relative_rms_error < 0.1, "close to float, yet not float (it is quantized)"
 
@@ -115,7 +116,24 @@ def test_ensemble_logit_tail_stays_float_and_finite(tmp_path, for_tensorrt):
     tail = [n for n in graph.node if n.op_type in ("Sigmoid", "Add", "Div", "Log")]
     assert tail and not any(set(n.input) & dq_outputs for n in tail), "the combining tail reads float tensors"
     x = _calibration(4, seed=1)
-    out = run_onnx(ort_session(q), x)
+    out = run_onnx(ort_session(q, emulate_qdq=for_tensorrt), x)
     assert np.isfinite(out).all()
     ref = run_onnx(ort_session(float_path), x)
     assert np.mean((out > 0) == (ref > 0)) > 0.95
+
+
+def test_emulated_qdq_runs_the_graph_as_written(float_model, tmp_path):
+    """Emulation computes dequantize -> float conv -> quantize; ORT's fused integer kernels may differ
+    from it (they saturate S8S8 on CPUs without VNNI), never the other way round: with emulation the
+    TensorRT encoding is as close to float as the ONNX Runtime one."""
+    x = _calibration(4, seed=1)
+    ref = run_onnx(ort_session(float_model), x)
+
+    def error(path, emulate):
+        out = run_onnx(ort_session(path, emulate_qdq=emulate), x)
+        return float(np.sqrt(np.mean((out - ref) ** 2) / np.mean(ref**2)))
+
+    signed = quantize_int8(float_model, tmp_path / "s.onnx", _calibration(), for_tensorrt=True)
+    unsigned = quantize_int8(float_model, tmp_path / "u.onnx", _calibration())
+    assert 0 < error(signed, True) < 2 * error(unsigned, True)
+    assert error(float_model, True) == pytest.approx(0, abs=1e-5)
