@@ -40,6 +40,23 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
+def _per_class_f1(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 and support per class of a confusion matrix."""
+    tp = np.diag(matrix).astype(np.float64)
+    support = matrix.sum(axis=1)
+    precision = _safe_divide(tp, matrix.sum(axis=0))
+    recall = _safe_divide(tp, support)
+    return precision, recall, _safe_divide(2 * precision * recall, precision + recall), support
+
+
+def weighted_f1(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> float:
+    """Per-class F1 averaged with the true counts as weights; 0 for no samples."""
+    matrix = confusion_matrix(y_true, y_pred, n)
+    total = int(matrix.sum())
+    _, _, f1, support = _per_class_f1(matrix)
+    return float((f1 * support).sum() / total) if total else 0.0
+
+
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, weighted and macro F1, per-class precision/recall/F1/support and the matrix.
 
@@ -47,17 +64,12 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], classes:
     """
     classes = list(classes)
     matrix = confusion_matrix(y_true, y_pred, len(classes))
-    tp = np.diag(matrix).astype(np.float64)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    precision = _safe_divide(tp, predicted)
-    recall = _safe_divide(tp, support)
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    precision, recall, f1, support = _per_class_f1(matrix)
     total = int(matrix.sum())
     return {
         "n": total,
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
+        "accuracy": float(np.trace(matrix) / total) if total else 0.0,
+        "weighted_f1": weighted_f1(y_true, y_pred, len(classes)),
         "macro_f1": float(f1.mean()) if len(classes) else 0.0,
         "per_class": {
             name: {

@@ -12,6 +12,7 @@ OUT="${OUT:-runs/cpu128}"
 RES="${RES:-128}"
 SPLIT="${SPLIT:-splits/busi-seed0.json}"
 EDGE_BUS="${EDGE_BUS:-edge-bus}"
+SEED="${SEED:-0}"  # another seed, into another OUT, measures how far a row moves between runs
 # model:epochs:extra train options (epoch budgets of 4 to 50 minutes each on 2 cores)
 PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true deeplabv3_resnet101:15: unet_vgg19:5: resnet50:15: efficientnet_b0:15:}"
 
@@ -26,7 +27,7 @@ for entry in $PLAN; do
     start=$(date +%s)
     # shellcheck disable=SC2086  # $extra holds zero or one option
     "$EDGE_BUS" train "$model" --pack "$PACK" --out "$OUT/$model" --epochs "$epochs" --batch-size 8 \
-      --lr 1e-3 --device cpu --seed 0 $extra > "$OUT/$model/train.log" 2>&1 || echo "$model: training failed, see $OUT/$model/train.log"
+      --lr 1e-3 --device cpu --seed "$SEED" $extra > "$OUT/$model/train.log" 2>&1 || echo "$model: training failed, see $OUT/$model/train.log"
     echo "$model train_seconds $(( $(date +%s) - start )) epochs_budget $epochs res $RES device cpu" >> "$OUT/timings.txt"
     if [[ -f "$OUT/$model/best.pt" ]]; then
       "$EDGE_BUS" evaluate "$OUT/$model/best.pt" --pack "$PACK" --split test --out "$OUT/$model/test" > "$OUT/$model/eval.log" 2>&1 \

@@ -50,13 +50,45 @@ def register(app: typer.Typer) -> None:
         report = evaluate(checkpoint, pack_path, out, split=split, device=device, batch_size=batch_size)
         for warning in report["warnings"]:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        ci = report["intervals"]
+
+        def bounds(pair: Optional[list]) -> str:
+            return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
         if report["task"] == "classification":
-            console.print(f"{report['model']} on {split}: weighted F1 {report['classification']['weighted_f1']:.4f}")
+            console.print(escape(f"{report['model']} on {split}: weighted F1 {report['classification']['weighted_f1']:.4f}"
+                                 f"{bounds(ci['weighted_f1'])}"), highlight=False)
         else:
             seg = report["segmentation"]
             lesion = seg["lesion_only"]["iou"]
-            console.print(
-                f"{report['model']} on {split}: mean IoU {seg['all_images']['iou']:.4f} (all images), "
-                f"{lesion if lesion is not None else float('nan'):.4f} (lesion only)"
-            )
+            console.print(escape(
+                f"{report['model']} on {split}: mean IoU {seg['all_images']['iou']:.4f}{bounds(ci['all_images']['iou'])} "
+                f"(all images), {lesion if lesion is not None else float('nan'):.4f}{bounds(ci['lesion_only']['iou'])} "
+                "(lesion only)"), highlight=False)
+        console.print(escape(f"in brackets: {ci['level']:.0%} intervals, {ci['method']}"), highlight=False)
         console.print(escape(f"report written to {out / 'report.md'}"))
+
+    @app.command("compare")
+    @user_errors
+    def compare_command(
+        report_a: Path = typer.Argument(..., help="report.json of model A (or its folder)"),
+        report_b: Path = typer.Argument(..., help="report.json of model B, same split"),
+        out: Optional[Path] = typer.Option(None, "--out", help="folder for comparison.json and comparison.md"),
+        resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples"),
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of the resampling"),
+    ) -> None:
+        """Is A better than B? Paired bootstrap over the images two `evaluate` reports share (no torch needed)."""
+        from edge_bus.comparison import compare, markdown
+        from edge_bus.errors import ConfigError
+        from edge_bus.fileio import write_json_atomic, write_text_atomic
+
+        if out is not None and out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: is a file; give a folder")
+        result = compare(report_a, report_b, resamples=resamples, seed=seed)
+        text = markdown(result)
+        console.print(escape(text), highlight=False, soft_wrap=True)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "comparison.json", result)
+            write_text_atomic(out / "comparison.md", text)
+            console.print(escape(f"written to {out / 'comparison.md'}"))

@@ -95,6 +95,7 @@ def evaluate(
     batch_size: int = 16, n_overlays: int = 4,
 ) -> dict[str, Any]:
     """Evaluate on `split`; write report.json, report.md and figures into `out`; return the report."""
+    from edge_bus.intervals import classification_intervals, segmentation_intervals
     from edge_bus.metrics import classification_report, segmentation_report
 
     loaded = load_any(model_path, device, batch_size)
@@ -119,8 +120,11 @@ def evaluate(
     }
     figures: dict[str, str] = {}
     if loaded.task == "classification":
-        cls = classification_report(arrays.labels, outputs.argmax(axis=1), loaded.classes)
+        predicted = outputs.argmax(axis=1)
+        cls = classification_report(arrays.labels, predicted, loaded.classes)
+        cls["per_image"] = per_image_classes(arrays.ids, arrays.labels, outputs, loaded.classes)
         report["classification"] = cls
+        report["intervals"] = classification_intervals(arrays.labels, predicted, len(loaded.classes))
         from edge_bus.plots import plot_confusion_matrix
 
         figures["confusion_matrix"] = str(plot_confusion_matrix(
@@ -130,15 +134,29 @@ def evaluate(
         masks = outputs > loaded.threshold
         seg = segmentation_report(masks, arrays.masks, arrays.labels, loaded.classes)
         report["segmentation"] = {k: v for k, v in seg.items() if k != "per_image"}
+        has_lesion = arrays.masks.reshape(len(arrays.masks), -1).any(axis=1)
         report["segmentation"]["per_image"] = [
-            {"id": i, "iou": a, "dice": b} for i, a, b in zip(arrays.ids, seg["per_image"]["iou"], seg["per_image"]["dice"])
+            {"id": i, "lesion": bool(h), "iou": a, "dice": b}
+            for i, h, a, b in zip(arrays.ids, has_lesion, seg["per_image"]["iou"], seg["per_image"]["dice"])
         ]
         ious = np.asarray(seg["per_image"]["iou"])
+        report["intervals"] = segmentation_intervals(ious, seg["per_image"]["dice"], has_lesion)
         figures["overlays"] = str(plot_overlays(arrays, masks, ious, out / "overlays.png", n_overlays))
     report["figures"] = figures
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown_report(report))
     return report
+
+
+def per_image_classes(ids: list[str], labels: np.ndarray, logits: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Each image's true and predicted class and softmax probabilities (4 decimals), so a report
+    names the images it got wrong and two reports on the same images can be compared."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return [
+        {"id": i, "truth": classes[int(t)], "predicted": classes[int(p.argmax())], "probabilities": [round(float(x), 4) for x in p]}
+        for i, t, p in zip(ids, labels, probs)
+    ]
 
 
 def resize_warnings(pack_path: str | Path, pack_size: int, model_size: int) -> list[str]:
@@ -194,6 +212,10 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def _ci(bounds: list[float] | None) -> str:
+    return "" if not bounds else f" [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation of {report['model']} on the {report['split']} split", "",
              f"- model file: `{report['source']}`", f"- images: {report['n']} at {report['resolution']} px",
@@ -216,7 +238,9 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines += [f"**Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     if "classification" in report:
         cls = report["classification"]
-        lines += [f"**Weighted F1: {_fmt(cls['weighted_f1'])}**, accuracy {_fmt(cls['accuracy'])}, macro F1 {_fmt(cls['macro_f1'])}", "",
+        ci = report.get("intervals", {})
+        lines += [f"**Weighted F1: {_fmt(cls['weighted_f1'])}**{_ci(ci.get('weighted_f1'))}, accuracy {_fmt(cls['accuracy'])}"
+                  f"{_ci(ci.get('accuracy'))}, macro F1 {_fmt(cls['macro_f1'])}", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, row in cls["per_class"].items():
             lines.append(f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} | {row['support']} |")
@@ -224,15 +248,24 @@ def markdown_report(report: dict[str, Any]) -> str:
                   "| | " + " | ".join(cls["classes"]) + " |", "|---" * (len(cls["classes"]) + 1) + "|"]
         for name, row in zip(cls["classes"], cls["confusion_matrix"]):
             lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+        wrong = [r for r in cls.get("per_image", []) if r["truth"] != r["predicted"]]
+        if wrong:
+            lines += ["", f"Misclassified ({len(wrong)}): " + ", ".join(f"{r['id']} → {r['predicted']}" for r in wrong)]
     else:
         seg = report["segmentation"]
+        ci = report.get("intervals", {})
         lines += ["| images | n | mean IoU | mean Dice |", "|---|---|---|---|"]
         for key in ("all_images", "lesion_only", "empty_only"):
-            s = seg[key]
-            lines.append(f"| {key.replace('_', ' ')} | {s['n']} | {_fmt(s['iou'])} | {_fmt(s['dice'])} |")
+            s, c = seg[key], ci.get(key) or {}
+            lines.append(f"| {key.replace('_', ' ')} | {s['n']} | {_fmt(s['iou'])}{_ci(c.get('iou'))} | {_fmt(s['dice'])}{_ci(c.get('dice'))} |")
         for name, s in seg.get("per_class", {}).items():
             lines.append(f"| class {name} | {s['n']} | {_fmt(s['iou'])} | {_fmt(s['dice'])} |")
         lines += ["", f"Empty-mask rule: {seg['empty_mask_rule']}."]
+    if report.get("intervals"):
+        ci = report["intervals"]
+        lines += ["", f"In brackets: {ci['level']:.0%} intervals, {ci['method']} ({ci['resamples']} resamples, seed {ci['seed']}). "
+                  f"They cover which images happen to be in the {report['split']} split, not how far another training run would move "
+                  "the figure."]
     for name, path in report.get("figures", {}).items():
         lines += ["", f"![{name}]({Path(path).name})"]
     return "\n".join(lines) + "\n"

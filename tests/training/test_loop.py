@@ -39,6 +39,13 @@ def test_evaluate_cli_reads_the_checkpoint(trained_unets, synthetic_pack, tmp_pa
     assert 0.0 <= seg["all_images"]["iou"] <= 1.0 and seg["lesion_only"]["n"] + seg["empty_only"]["n"] == report["n"]
     assert (out / "overlays.png").stat().st_size > 1000
     assert "mean IoU" in (out / "report.md").read_text()
+    rows = seg["per_image"]
+    assert sum(r["lesion"] for r in rows) == seg["lesion_only"]["n"] and len(rows) == report["n"]
+    assert np.mean([r["iou"] for r in rows if r["lesion"]]) == pytest.approx(seg["lesion_only"]["iou"])
+    for group in ("all_images", "lesion_only"):
+        lo, hi = report["intervals"][group]["iou"]
+        assert lo <= seg[group]["iou"] <= hi and lo < hi
+    assert f"{seg['all_images']['iou']:.4f} [{report['intervals']['all_images']['iou'][0]:.3f}," in (out / "report.md").read_text()
 
 
 def test_cli_trains_and_evaluates_a_classifier(synthetic_busi, synthetic_split, tmp_path):
@@ -60,6 +67,17 @@ def test_cli_trains_and_evaluates_a_classifier(synthetic_busi, synthetic_split, 
     assert sum(map(sum, matrix)) == report["n"]
     assert (report_dir / "confusion_matrix.png").is_file()
     assert "Weighted F1" in (report_dir / "report.md").read_text()
+    classes = report["classification"]["classes"]
+    rows = report["classification"]["per_image"]
+    counted = np.zeros_like(np.array(matrix))
+    for r in rows:
+        counted[classes.index(r["truth"]), classes.index(r["predicted"])] += 1
+        assert r["predicted"] == classes[int(np.argmax(r["probabilities"]))] and sum(r["probabilities"]) == pytest.approx(1, abs=1e-3)
+    assert counted.tolist() == matrix
+    lo, hi = report["intervals"]["weighted_f1"]
+    assert lo <= report["classification"]["weighted_f1"] <= hi
+    wrong = [r["id"] for r in rows if r["truth"] != r["predicted"]]
+    assert all(i in (report_dir / "report.md").read_text() for i in wrong)
 
 
 def test_resume_continues_to_the_same_weights(synthetic_pack, tmp_path):

@@ -146,3 +146,73 @@ def test_summary_rows_name_weights_members_and_unreadable_reports(tmp_path):
     assert by_model["| unet"].endswith("| best 3 of 5 | 128 px | cpu | aaaaaaaaaaaa |")
     assert by_model["| ensemble (weighted)"].endswith("| - | 128 px | - | bbbbbbbb+cccccccc |")
     assert "unreadable report (KeyError" in by_model["| broken"]
+
+
+def _summarize_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summarize_roster", SCRIPTS / "summarize_roster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_report(folder, report):
+    import json
+
+    (folder / "test").mkdir(parents=True)
+    (folder / "test" / "report.json").write_text(json.dumps(report))
+
+
+def test_summary_quotes_intervals_and_spread_across_runs(tmp_path):
+    summarize = _summarize_module()
+    for i, (f1, iou) in enumerate([(0.60, 0.62), (0.70, 0.60), (0.65, 0.64)]):
+        out = tmp_path / f"s{i}"
+        _write_report(out / "resnet50", {"model": "resnet50", "resolution": 128, "train": {},
+                                         "classification": {"weighted_f1": f1}, "intervals": {"weighted_f1": [f1 - 0.1, f1 + 0.1]}})
+        _write_report(out / "unet", {"model": "unet", "resolution": 128, "train": {},
+                                     "segmentation": {"all_images": {"iou": iou}, "lesion_only": {"iou": iou - 0.01}},
+                                     "intervals": {"all_images": {"iou": [iou - 0.05, iou + 0.05]}}})
+    summary = summarize.main(tmp_path / "s0")
+    assert "| resnet50 | weighted F1 | 0.6000 [0.500, 0.700] |  |" in summary
+    assert "| unet | mean IoU (all images) | 0.6200 [0.570, 0.670] | 0.6100 |" in summary
+    rows = {line.split(" | ")[0]: line for line in summarize.spread([tmp_path / f"s{i}" for i in range(3)]).splitlines()}
+    assert rows["| resnet50"] == ("| resnet50 | weighted F1 | 3 | 0.6000, 0.7000, 0.6500 | 0.6500 | 0.0500 | 0.1000 | 0.200 |")
+    assert rows["| unet"].startswith("| unet | mean IoU (all images) | 3 | 0.6200, 0.6000, 0.6400 | 0.6200 | 0.0200 | 0.0400 | 0.100 |")
+
+
+def test_intervals_of_older_reports_come_from_the_matrix_and_the_packs_masks(synthetic_pack, tmp_path):
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    from edge_bus.data.pack import load_pack
+    from edge_bus.intervals import classification_intervals, segmentation_intervals
+
+    spec = importlib.util.spec_from_file_location("report_intervals", SCRIPTS / "report_intervals.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    pairs = sorted(zip(rng.integers(0, 3, 40).tolist(), rng.integers(0, 3, 40).tolist()))
+    truth, pred = [t for t, _ in pairs], [p for _, p in pairs]
+    matrix = np.zeros((3, 3), int)
+    np.add.at(matrix, (truth, pred), 1)
+    (tmp_path / "cls").mkdir()
+    (tmp_path / "cls" / "report.json").write_text(json.dumps(
+        {"model": "c", "classification": {"confusion_matrix": matrix.tolist(), "weighted_f1": 0.5}}))
+    ci = classification_intervals(truth, pred, 3)["weighted_f1"]
+    assert f"[{ci[0]:.3f}, {ci[1]:.3f}]" in module.main(synthetic_pack, [tmp_path / "cls" / "report.json"])
+
+    test = load_pack(synthetic_pack).split("test")
+    ious = rng.uniform(size=len(test.ids))
+    rows = [{"id": str(i), "iou": float(v), "dice": float(v)} for i, v in zip(test.ids, ious)]
+    (tmp_path / "seg").mkdir()
+    seg = {"all_images": {"iou": float(ious.mean())}, "lesion_only": {"iou": 0.5}, "per_image": rows}
+    (tmp_path / "seg" / "report.json").write_text(json.dumps({"model": "u", "segmentation": seg}))
+    has_lesion = test.masks.reshape(len(test.ids), -1).any(axis=1)
+    train = load_pack(synthetic_pack).split("train")
+    flags = module.lesion_flags(synthetic_pack, "train")
+    assert [flags[str(i)] for i in train.ids] == [bool(m.any()) for m in train.masks] and 0 < sum(flags.values()) < len(flags)
+    lesion_ci = segmentation_intervals(ious, ious, has_lesion)["lesion_only"]["iou"]
+    assert f"0.5000 [{lesion_ci[0]:.3f}, {lesion_ci[1]:.3f}]" in module.main(synthetic_pack, [tmp_path / "seg" / "report.json"])
