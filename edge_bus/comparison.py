@@ -29,6 +29,9 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not a readable report ({exc})") from None
     if not isinstance(report, dict) or report.get("task") not in ("classification", "segmentation"):
         raise ConfigError(f"{p}: not an `edge-bus evaluate` report (no task)")
+    missing = [k for k in ("model", "split", "split_hash") if not isinstance(report.get(k), str)]
+    if missing:
+        raise ConfigError(f"{p}: not an `edge-bus evaluate` report (no {', '.join(missing)})")
     report["_path"] = str(p)
     return report
 
@@ -55,7 +58,7 @@ def _aligned(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[dict], list[dic
     rows_a, rows_b = _per_image(a), _per_image(b)
     by_id_b = {r["id"]: r for r in rows_b}
     ids = [r["id"] for r in rows_a]
-    if len(set(ids)) != len(ids) or set(ids) != set(by_id_b):
+    if len(set(ids)) != len(ids) or len(rows_b) != len(rows_a) or set(ids) != set(by_id_b):
         raise ConfigError(f"{a['_path']} and {b['_path']} do not list the same images")
     warnings = []
     if a.get("pack_sha256") and b.get("pack_sha256") and a["pack_sha256"] != b["pack_sha256"]:
@@ -64,6 +67,15 @@ def _aligned(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[dict], list[dic
             f"{b['pack_sha256'][:12]}: another resolution or library version)"
         )
     return rows_a, [by_id_b[i] for i in ids], warnings
+
+
+def _lesion_flags(rows_a: list[dict], rows_b: list[dict]) -> np.ndarray | None:
+    """Which images have a lesion, from whichever report says (reports before 2026-12-02 do not);
+    ConfigError when both say and disagree."""
+    flags = [np.array([r["lesion"] for r in rows], dtype=bool) for rows in (rows_a, rows_b) if all("lesion" in r for r in rows)]
+    if len(flags) == 2 and not np.array_equal(*flags):
+        raise ConfigError("the reports disagree on which images have a lesion")
+    return flags[0] if flags else None
 
 
 def compare(path_a: str | Path, path_b: str | Path, **settings: Any) -> dict[str, Any]:
@@ -89,16 +101,18 @@ def compare(path_a: str | Path, path_b: str | Path, **settings: Any) -> dict[str
         disagreements = {"only A right": sum(x == t != y for t, x, y in zip(truth, pred_a, pred_b)),
                          "only B right": sum(y == t != x for t, x, y in zip(truth, pred_a, pred_b)), "both wrong": both_wrong}
     else:
+        lesion = _lesion_flags(rows_a, rows_b)
+        if lesion is None:
+            warnings.append("neither report says which images have a lesion (written before 2026-12-02): "
+                            "lesion-only figures left out")
         for metric in ("iou", "dice"):
             va = np.array([r[metric] for r in rows_a], dtype=np.float64)
             vb = np.array([r[metric] for r in rows_b], dtype=np.float64)
             figures[f"mean {'IoU' if metric == 'iou' else 'Dice'}, all images"] = intervals.paired(
                 intervals.mean_of(va), intervals.mean_of(vb), n, **settings)
-            if all("lesion" in r for r in rows_a):
-                lesion = np.array([r["lesion"] for r in rows_a], dtype=bool)
-                if lesion.any():
-                    figures[f"mean {'IoU' if metric == 'iou' else 'Dice'}, lesion only"] = intervals.paired(
-                        intervals.mean_of(va[lesion]), intervals.mean_of(vb[lesion]), int(lesion.sum()), **settings)
+            if lesion is not None and lesion.any():
+                figures[f"mean {'IoU' if metric == 'iou' else 'Dice'}, lesion only"] = intervals.paired(
+                    intervals.mean_of(va[lesion]), intervals.mean_of(vb[lesion]), int(lesion.sum()), **settings)
         ious_a = np.array([r["iou"] for r in rows_a])
         ious_b = np.array([r["iou"] for r in rows_b])
         disagreements = {"A better by 0.1 IoU or more": int((ious_a - ious_b >= 0.1).sum()),
@@ -135,6 +149,7 @@ def markdown(comparison: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {r['a_ahead']:.1%} | {verdict(r)} |")
     lines += ["", "Images: " + ", ".join(f"{k}: {v}" for k, v in comparison["images"].items()), "",
               f"{comparison['method'].capitalize()}, the same resampled images for both models ({comparison['resamples']} "
-              f"resamples, seed {comparison['seed']}). The interval covers the choice of test images, not another training "
-              "run of either model."]
+              f"resamples, seed {comparison['seed']}; a tie counts half to \"A ahead\"). The interval covers the choice of "
+              "test images, not another training run of either model: two seeds of one recipe can differ clearly by it. "
+              "Each row is its own 95 % interval; with several rows, one may exclude 0 by chance."]
     return "\n".join(lines) + "\n"

@@ -69,7 +69,19 @@ def test_older_reports_without_lesion_flags_compare_over_all_images_only(tmp_pat
         for row in report["segmentation"]["per_image"]:
             del row["lesion"]
         (p / "report.json").write_text(json.dumps(report))
-    assert list(compare(a, b)["figures"]) == ["mean IoU, all images", "mean Dice, all images"]
+    result = compare(a, b)
+    assert list(result["figures"]) == ["mean IoU, all images", "mean Dice, all images"]
+    assert "lesion-only figures left out" in result["warnings"][0]
+    # one newer report is enough, whichever side it is on
+    c = seg_report(tmp_path / "c", [0.4] * 5 + [1.0] * 5, [True] * 5 + [False] * 5)
+    d = seg_report(tmp_path / "d", [0.3] * 5 + [1.0] * 5, [True] * 5 + [False] * 5)
+    report = json.loads((d / "report.json").read_text())
+    for row in report["segmentation"]["per_image"]:
+        del row["lesion"]
+    (d / "report.json").write_text(json.dumps(report))
+    for x, y in ((c, d), (d, c)):
+        r = compare(x, y)["figures"]["mean IoU, lesion only"]
+        assert abs(r["difference"]) == pytest.approx(0.1)
 
 
 def test_classifiers_are_compared_on_weighted_f1_and_accuracy(tmp_path):
@@ -91,6 +103,9 @@ def test_classifiers_are_compared_on_weighted_f1_and_accuracy(tmp_path):
     (lambda r: r["segmentation"]["per_image"].pop(), "same images"),
     (lambda r: r["segmentation"].pop("per_image"), "no per-image results"),
     (lambda r: r.update(task="classification", classification={}), "classification report"),
+    (lambda r: r["segmentation"]["per_image"].append(dict(r["segmentation"]["per_image"][0])), "same images"),
+    (lambda r: r["segmentation"]["per_image"][0].update(lesion=False), "which images have a lesion"),
+    (lambda r: r.pop("split_hash"), "no split_hash"),
 ])
 def test_reports_of_other_images_are_refused(tmp_path, change, message):
     a = seg_report(tmp_path / "a", [0.5] * 10, [True] * 10)
