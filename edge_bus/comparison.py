@@ -105,18 +105,17 @@ def compare(path_a: str | Path, path_b: str | Path, **settings: Any) -> dict[str
         if lesion is None:
             warnings.append("neither report says which images have a lesion (written before 2026-12-02): "
                             "lesion-only figures left out")
-        for metric in ("iou", "dice"):
-            va = np.array([r[metric] for r in rows_a], dtype=np.float64)
-            vb = np.array([r[metric] for r in rows_b], dtype=np.float64)
-            figures[f"mean {'IoU' if metric == 'iou' else 'Dice'}, all images"] = intervals.paired(
-                intervals.mean_of(va), intervals.mean_of(vb), n, **settings)
+        values = {(side, metric): np.array([r[metric] for r in rows], dtype=np.float64)
+                  for side, rows in (("a", rows_a), ("b", rows_b)) for metric in ("iou", "dice")}
+        for metric, label in (("iou", "IoU"), ("dice", "Dice")):
+            va, vb = values["a", metric], values["b", metric]
+            figures[f"mean {label}, all images"] = intervals.paired(intervals.mean_of(va), intervals.mean_of(vb), n, **settings)
             if lesion is not None and lesion.any():
-                figures[f"mean {'IoU' if metric == 'iou' else 'Dice'}, lesion only"] = intervals.paired(
+                figures[f"mean {label}, lesion only"] = intervals.paired(
                     intervals.mean_of(va[lesion]), intervals.mean_of(vb[lesion]), int(lesion.sum()), **settings)
-        ious_a = np.array([r["iou"] for r in rows_a])
-        ious_b = np.array([r["iou"] for r in rows_b])
-        disagreements = {"A better by 0.1 IoU or more": int((ious_a - ious_b >= 0.1).sum()),
-                         "B better by 0.1 IoU or more": int((ious_b - ious_a >= 0.1).sum())}
+        gain = values["a", "iou"] - values["b", "iou"]
+        disagreements = {"A better by 0.1 IoU or more": int((gain >= 0.1).sum()),
+                         "B better by 0.1 IoU or more": int((-gain >= 0.1).sum())}
     return {
         "a": {"report": a["_path"], "model": a["model"], "weights_sha256": a.get("weights_sha256")},
         "b": {"report": b["_path"], "model": b["model"], "weights_sha256": b.get("weights_sha256")},

@@ -71,6 +71,11 @@ def settings(resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED)
     return {"method": METHOD, "level": level, "resamples": resamples, "seed": seed}
 
 
+def text(bounds: Sequence[float] | None) -> str:
+    """" [low, high]" to three decimals, to follow the figure; "" when there is no interval."""
+    return "" if not bounds else f" [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
 def mean_of(values: Sequence[float]) -> Statistic:
     """The mean of per-image values (IoU, Dice) over a resample."""
     v = np.asarray(values, dtype=np.float64)

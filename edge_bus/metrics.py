@@ -49,12 +49,15 @@ def _per_class_f1(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return precision, recall, _safe_divide(2 * precision * recall, precision + recall), support
 
 
+def _weighted_f1(f1: np.ndarray, support: np.ndarray) -> float:
+    total = int(support.sum())
+    return float((f1 * support).sum() / total) if total else 0.0
+
+
 def weighted_f1(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> float:
     """Per-class F1 averaged with the true counts as weights; 0 for no samples."""
-    matrix = confusion_matrix(y_true, y_pred, n)
-    total = int(matrix.sum())
-    _, _, f1, support = _per_class_f1(matrix)
-    return float((f1 * support).sum() / total) if total else 0.0
+    _, _, f1, support = _per_class_f1(confusion_matrix(y_true, y_pred, n))
+    return _weighted_f1(f1, support)
 
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], classes:
     return {
         "n": total,
         "accuracy": float(np.trace(matrix) / total) if total else 0.0,
-        "weighted_f1": weighted_f1(y_true, y_pred, len(classes)),
+        "weighted_f1": _weighted_f1(f1, support),
         "macro_f1": float(f1.mean()) if len(classes) else 0.0,
         "per_class": {
             name: {
@@ -143,7 +146,8 @@ def segmentation_report(
 
     `preds` and `gts` are (N, H, W) stacks or lists of (H, W) masks (sizes may differ between
     images). With `labels` (class indices into `classes`, or class names) the report also has
-    `per_class` means. `per_image` holds the IoU and Dice lists in input order.
+    `per_class` means. `per_image` holds the IoU and Dice lists and the lesion flags (ground truth
+    non-empty) in input order.
     """
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground-truth masks")
@@ -155,7 +159,7 @@ def segmentation_report(
         "lesion_only": _summary(ious[has_lesion], dices[has_lesion]),
         "empty_only": _summary(ious[~has_lesion], dices[~has_lesion]),
         "empty_mask_rule": "both empty -> 1; exactly one empty -> 0",
-        "per_image": {"iou": ious.tolist(), "dice": dices.tolist()},
+        "per_image": {"iou": ious.tolist(), "dice": dices.tolist(), "lesion": has_lesion.tolist()},
     }
     if labels is not None:
         if len(labels) != len(gts):

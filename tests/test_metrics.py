@@ -78,6 +78,7 @@ def test_segmentation_report_separates_lesion_and_all_images():
 
     ious = [metrics.iou(p, g) for p, g in zip(preds, gts)]
     assert report["per_image"]["iou"] == pytest.approx(ious)
+    assert report["per_image"]["lesion"] == [True] * 4 + [False] * 2
     assert report["all_images"]["iou"] == pytest.approx(np.mean(ious))
     assert report["lesion_only"]["n"] == 4
     assert report["lesion_only"]["iou"] == pytest.approx(np.mean(ious[:4]))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_bus.data.pack import load_pack
-from edge_bus.intervals import classification_intervals, segmentation_intervals
+from edge_bus.intervals import classification_intervals, segmentation_intervals, text
 
 
 def lesion_flags(pack_path: Path, split: str) -> dict[str, bool]:
@@ -35,14 +35,13 @@ def row(path: Path, flags: dict[str, bool]) -> str:
         pred = np.repeat(np.arange(matrix.size) % len(matrix), matrix.ravel())
         ci = classification_intervals(truth, pred, len(matrix))
         value = r["classification"]["weighted_f1"]
-        return f"| {path.parent} | {r['model']} | weighted F1 | {value:.4f} | [{ci['weighted_f1'][0]:.3f}, {ci['weighted_f1'][1]:.3f}] | |"
+        return f"| {path.parent} | {r['model']} | weighted F1 | {value:.4f} |{text(ci['weighted_f1'])} | |"
     rows = r["segmentation"]["per_image"]
     lesion = [row["lesion"] if "lesion" in row else flags[row["id"]] for row in rows]
     ci = segmentation_intervals([x["iou"] for x in rows], [x["dice"] for x in rows], lesion)
     seg = r["segmentation"]
-    a, b = ci["all_images"]["iou"], ci["lesion_only"]["iou"]
-    return (f"| {path.parent} | {r['model']} | mean IoU | {seg['all_images']['iou']:.4f} | [{a[0]:.3f}, {a[1]:.3f}] | "
-            f"{seg['lesion_only']['iou']:.4f} [{b[0]:.3f}, {b[1]:.3f}] |")
+    return (f"| {path.parent} | {r['model']} | mean IoU | {seg['all_images']['iou']:.4f} |{text(ci['all_images']['iou'])} | "
+            f"{seg['lesion_only']['iou']:.4f}{text(ci['lesion_only']['iou'])} |")
 
 
 def main(pack: Path, reports: list[Path]) -> str:

@@ -50,11 +50,9 @@ def register(app: typer.Typer) -> None:
         report = evaluate(checkpoint, pack_path, out, split=split, device=device, batch_size=batch_size)
         for warning in report["warnings"]:
             err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        from edge_bus.intervals import text as bounds
+
         ci = report["intervals"]
-
-        def bounds(pair: Optional[list]) -> str:
-            return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
-
         if report["task"] == "classification":
             console.print(escape(f"{report['model']} on {split}: weighted F1 {report['classification']['weighted_f1']:.4f}"
                                  f"{bounds(ci['weighted_f1'])}"), highlight=False)

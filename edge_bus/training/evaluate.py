@@ -134,13 +134,13 @@ def evaluate(
         masks = outputs > loaded.threshold
         seg = segmentation_report(masks, arrays.masks, arrays.labels, loaded.classes)
         report["segmentation"] = {k: v for k, v in seg.items() if k != "per_image"}
-        has_lesion = arrays.masks.reshape(len(arrays.masks), -1).any(axis=1)
+        per_image = seg["per_image"]
         report["segmentation"]["per_image"] = [
-            {"id": i, "lesion": bool(h), "iou": a, "dice": b}
-            for i, h, a, b in zip(arrays.ids, has_lesion, seg["per_image"]["iou"], seg["per_image"]["dice"])
+            {"id": i, "lesion": h, "iou": a, "dice": b}
+            for i, h, a, b in zip(arrays.ids, per_image["lesion"], per_image["iou"], per_image["dice"])
         ]
-        ious = np.asarray(seg["per_image"]["iou"])
-        report["intervals"] = segmentation_intervals(ious, seg["per_image"]["dice"], has_lesion)
+        ious = np.asarray(per_image["iou"])
+        report["intervals"] = segmentation_intervals(ious, per_image["dice"], per_image["lesion"])
         figures["overlays"] = str(plot_overlays(arrays, masks, ious, out / "overlays.png", n_overlays))
     report["figures"] = figures
     write_json_atomic(out / "report.json", report)
@@ -212,11 +212,9 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def _ci(bounds: list[float] | None) -> str:
-    return "" if not bounds else f" [{bounds[0]:.3f}, {bounds[1]:.3f}]"
-
-
 def markdown_report(report: dict[str, Any]) -> str:
+    from edge_bus.intervals import text
+
     lines = [f"# Evaluation of {report['model']} on the {report['split']} split", "",
              f"- model file: `{report['source']}`", f"- images: {report['n']} at {report['resolution']} px",
              f"- split hash: `{report['split_hash'][:16]}`"]
@@ -239,8 +237,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     if "classification" in report:
         cls = report["classification"]
         ci = report.get("intervals", {})
-        lines += [f"**Weighted F1: {_fmt(cls['weighted_f1'])}**{_ci(ci.get('weighted_f1'))}, accuracy {_fmt(cls['accuracy'])}"
-                  f"{_ci(ci.get('accuracy'))}, macro F1 {_fmt(cls['macro_f1'])}", "",
+        lines += [f"**Weighted F1: {_fmt(cls['weighted_f1'])}**{text(ci.get('weighted_f1'))}, accuracy {_fmt(cls['accuracy'])}"
+                  f"{text(ci.get('accuracy'))}, macro F1 {_fmt(cls['macro_f1'])}", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, row in cls["per_class"].items():
             lines.append(f"| {name} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} | {row['support']} |")
@@ -257,7 +255,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines += ["| images | n | mean IoU | mean Dice |", "|---|---|---|---|"]
         for key in ("all_images", "lesion_only", "empty_only"):
             s, c = seg[key], ci.get(key) or {}
-            lines.append(f"| {key.replace('_', ' ')} | {s['n']} | {_fmt(s['iou'])}{_ci(c.get('iou'))} | {_fmt(s['dice'])}{_ci(c.get('dice'))} |")
+            lines.append(f"| {key.replace('_', ' ')} | {s['n']} | {_fmt(s['iou'])}{text(c.get('iou'))} | {_fmt(s['dice'])}{text(c.get('dice'))} |")
         for name, s in seg.get("per_class", {}).items():
             lines.append(f"| class {name} | {s['n']} | {_fmt(s['iou'])} | {_fmt(s['dice'])} |")
         lines += ["", f"Empty-mask rule: {seg['empty_mask_rule']}."]
