@@ -3,7 +3,9 @@
 Classification: weighted F1 (and accuracy) over the three classes. Segmentation: mean IoU and Dice
 over all test images (empty-mask rule of edge_bus.metrics) and over lesion images only.
 Images and masks are compared at the bundle's own input size (manifest preprocessing.size; THE
-preprocessing; masks nearest), whatever that size is.
+preprocessing; masks nearest), whatever that size is. Each artifact is also compared with the FP32
+PyTorch model image by image (`versus_reference`): a paired bootstrap interval of the difference says
+whether an INT8 or FP16 artifact's lower figure is a loss or noise of the test images.
 """
 
 from __future__ import annotations
@@ -66,8 +68,15 @@ def predict(infer: Callable[[np.ndarray], np.ndarray], test: TestSet, spec: Prep
     return np.concatenate(outs)
 
 
-def score(task: str, logits: np.ndarray, test: TestSet, classes: list[str], threshold: float) -> dict:
-    """The task's metrics (edge_bus.metrics) as a flat dict of headline numbers plus `n`.
+@dataclass
+class Scored:
+    figures: dict  # headline numbers plus `n`, as the benchmark report records them
+    per_image: np.ndarray  # per test image: the predicted class (bundle order), or the IoU
+    truth: np.ndarray | None = None  # classification: the true class per image (bundle order)
+
+
+def score(task: str, logits: np.ndarray, test: TestSet, classes: list[str], threshold: float) -> Scored:
+    """The task's metrics (edge_bus.metrics): headline numbers plus `n`, and what each image scored.
 
     Predictions come from the runtime's postprocessing (edge_bus.runtime.postprocess): the argmax
     of the softmax in the bundle's class order, or every pixel whose sigmoid exceeds the bundle's
@@ -84,13 +93,31 @@ def score(task: str, logits: np.ndarray, test: TestSet, classes: list[str], thre
         y_true = np.asarray([classes.index(CLASSES[i]) for i in test.labels], np.int64)  # data order -> bundle order
         y_pred, _ = classify_batch(logits)
         report = metrics.classification_report(y_true, y_pred, list(classes))
-        return {"n": report["n"], "weighted_f1": report["weighted_f1"], "accuracy": report["accuracy"]}
+        figures = {"n": report["n"], "weighted_f1": report["weighted_f1"], "accuracy": report["accuracy"]}
+        return Scored(figures, np.asarray(y_pred, np.int64), y_true)
     preds = binary_mask(logits, threshold)
     report = metrics.segmentation_report(preds, test.masks)
-    return {
+    figures = {
         "n": len(test),
         "iou": report["all_images"]["iou"],
         "dice": report["all_images"]["dice"],
         "iou_lesion_only": report["lesion_only"]["iou"],
         "dice_lesion_only": report["lesion_only"]["dice"],
     }
+    return Scored(figures, np.asarray(report["per_image"]["iou"], np.float64))
+
+
+def versus_reference(scored: Scored, reference: Scored, n_classes: int) -> dict:
+    """`scored` minus `reference` (the FP32 PyTorch model) on the same test images: the headline
+    figure (weighted F1, or mean IoU over all images), the difference, its paired 95 % interval and
+    the share of resamples in which `scored` is ahead (edge_bus.intervals.paired)."""
+    from edge_bus import intervals  # noqa: PLC0415
+
+    n = len(scored.per_image)
+    if len(reference.per_image) != n:
+        raise ValueError(f"{n} scored images against {len(reference.per_image)} reference images")
+    if scored.truth is not None:
+        a = intervals.weighted_f1_of(scored.truth, scored.per_image, n_classes)
+        b = intervals.weighted_f1_of(reference.truth, reference.per_image, n_classes)
+        return {"figure": "weighted_f1", **intervals.paired(a, b, n)}
+    return {"figure": "iou", **intervals.paired(intervals.mean_of(scored.per_image), intervals.mean_of(reference.per_image), n)}

@@ -35,6 +35,8 @@ class ConfigResult:
     speedup_vs_baseline: float | None = None  # throughput / the same model's eager throughput
     accuracy: dict[str, Any] | None = None
     accuracy_reference: dict[str, Any] | None = None  # PyTorch FP32 on the same images
+    # this artifact minus the FP32 reference, paired by image: figure, difference, interval, a_ahead
+    accuracy_vs_reference: dict[str, Any] | None = None
     note: str = ""
     requested_precision: str = ""  # as asked (e.g. "auto"); `precision` is what ran
 
@@ -84,6 +86,7 @@ class ConfigResult:
             "speedup_vs_baseline": self.speedup_vs_baseline,
             "accuracy": self.accuracy,
             "accuracy_reference": self.accuracy_reference,
+            "accuracy_vs_reference": self.accuracy_vs_reference,
             "note": self.note,
             "samples_ms": self.samples_ms,
         }

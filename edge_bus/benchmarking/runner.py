@@ -247,7 +247,8 @@ def _run_model(config: BenchmarkConfig, bundle: Bundle, feed: FrameFeed, test_se
                     why = "the PyTorch model could not be built (note above)" if _has_torch() else "torch is not installed"
                 report.notes.append(f"{m.model}: no PyTorch FP32 reference accuracy: {why}")
         if baseline_row is not None:
-            baseline_row.accuracy = baseline_row.accuracy_reference = reference
+            if reference is not None:
+                baseline_row.accuracy = baseline_row.accuracy_reference = reference.figures
             report.results.append(baseline_row)
         if config.baseline:
             progress.advance()
@@ -316,9 +317,11 @@ def _backend_rows(config, bundle, backend, backend_name, precision, ran, feed, t
             progress.describe(f"{m.model} {backend_name} {ran} accuracy")
             logits = acc.predict(infer, test_set, m.preprocessing, min(max(config.batches), m.batch_range[1]))
             scores = acc.score(m.task, logits, test_set, m.classes, m.threshold)
+        versus = acc.versus_reference(scores, reference, len(m.classes)) if scores is not None and reference is not None else None
         for row in rows:
-            row.accuracy = scores
-            row.accuracy_reference = reference
+            row.accuracy = scores.figures if scores is not None else None
+            row.accuracy_reference = reference.figures if reference is not None else None
+            row.accuracy_vs_reference = versus
     finally:
         backend.close()
     return rows

@@ -160,13 +160,44 @@ def test_classification_accuracy_follows_the_bundles_class_order():
     predicted = ["benign", "malignant", "normal", "benign", "benign", "malignant"]
     for i, name in enumerate(predicted):
         logits[i, order.index(name)] = 5.0
-    got = score("classification", logits, test, order, 0.5)
+    scored = score("classification", logits, test, order, 0.5)
+    got = scored.figures
     y_true = [order.index(["benign", "malignant", "normal"][k]) for k in labels]
     want = metrics.classification_report(y_true, [order.index(n) for n in predicted], order)
     assert got["accuracy"] == pytest.approx(5 / 6) == pytest.approx(want["accuracy"])
     assert got["weighted_f1"] == pytest.approx(want["weighted_f1"])
+    assert [order[i] for i in scored.per_image] == predicted and scored.truth.tolist() == y_true
     with pytest.raises(Exception, match="not the data's classes"):
         score("classification", logits, test, ["a", "b", "c"], 0.5)
+
+
+def test_artifact_against_the_fp32_reference_is_paired_by_image():
+    """A loss on most images is shown below zero; the same predictions give exactly 0; a loss on one
+    image of forty, the way an INT8 model may differ, has an interval that holds 0."""
+    from edge_bus.benchmarking.accuracy import Scored, versus_reference
+
+    rng = np.random.default_rng(0)
+    reference = Scored({}, rng.uniform(0.3, 0.9, 40))
+    worse = Scored({}, reference.per_image - rng.uniform(0.0, 0.04, 40))
+    v = versus_reference(worse, reference, 3)
+    assert v["figure"] == "iou" and v["difference"] == pytest.approx((worse.per_image - reference.per_image).mean())
+    assert v["interval"][1] < 0 and v["a_ahead"] < 0.05
+    same = versus_reference(Scored({}, reference.per_image.copy()), reference, 3)
+    assert same["difference"] == 0 and same["interval"] == [0, 0] and same["a_ahead"] == 0.5
+    one_off = reference.per_image.copy()
+    one_off[7] -= 0.2
+    low, high = versus_reference(Scored({}, one_off), reference, 3)["interval"]
+    assert low < 0 <= high
+
+    truth = rng.integers(0, 3, 40)
+    ref_pred = truth.copy()
+    ref_pred[:4] = (truth[:4] + 1) % 3
+    flipped = ref_pred.copy()
+    flipped[10:20] = (truth[10:20] + 1) % 3  # ten more mistakes
+    v = versus_reference(Scored({}, flipped, truth), Scored({}, ref_pred, truth), 3)
+    assert v["figure"] == "weighted_f1" and v["difference"] < 0 and v["interval"][1] < 0
+    with pytest.raises(ValueError, match="39 reference images"):
+        versus_reference(worse, Scored({}, reference.per_image[:39]), 3)
 
 
 def test_unknown_model_with_a_bundles_folder_lists_its_bundles_before_any_export(tiny_bundles, tmp_path):

@@ -110,6 +110,11 @@ def test_trained_bundle_accuracy_matches_metrics_computed_directly(trained, synt
             assert row["accuracy"][key] == pytest.approx(value, abs=1e-9), (backend, precision, key)
         for key, value in reference.items():  # every row carries the checkpoint's FP32 reference
             assert row["accuracy_reference"][key] == pytest.approx(value, abs=1e-6), (backend, precision, key)
+        if backend != "pytorch-eager":  # and how far it is from it, paired by image
+            v = row["accuracy_vs_reference"]
+            assert v["figure"] == "iou"
+            assert v["difference"] == pytest.approx(row["accuracy"]["iou"] - row["accuracy_reference"]["iou"], abs=1e-9)
+            assert v["interval"][0] <= v["difference"] <= v["interval"][1]
     # One runtime-pipeline row per backend x precision, at the largest batch, labelled with what ran.
     pipe = {(p["backend"], p["precision"]): p for p in data["pipeline"]}
     assert set(pipe) == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
@@ -122,6 +127,9 @@ def test_trained_bundle_accuracy_matches_metrics_computed_directly(trained, synt
         assert 0 < total["p50"] <= total["p90"] <= total["p99"]
     md = (out / "benchmark.md").read_text()
     assert "End to end through the runtime pipeline" in md and "| unet | onnxruntime | int8 | 2 |" in md
+    v = rows[("onnxruntime", "int8", 1)]["accuracy_vs_reference"]
+    assert f"{v['difference']:+.3f} [{v['interval'][0]:+.3f}, {v['interval'][1]:+.3f}]" in md
+    assert "paired 95 % bootstrap interval" in md
 
 
 def test_changed_checkpoint_gives_no_reference(trained, synthetic_busi, tmp_path):
@@ -144,7 +152,7 @@ def test_changed_checkpoint_gives_no_reference(trained, synthetic_busi, tmp_path
     assert result.exit_code == 0, result.output
     data = json.loads((out / "benchmark.json").read_text())
     row = data["results"][0]
-    assert row["accuracy"] is not None and row["accuracy_reference"] is None
+    assert row["accuracy"] is not None and row["accuracy_reference"] is None and row["accuracy_vs_reference"] is None
     assert any("no PyTorch FP32 reference" in n and "changed since the export" in n for n in data["notes"]), data["notes"]
     assert data["pipeline"] == []
 
