@@ -24,7 +24,7 @@ from typing import Any
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import BundleError, PreprocessError
-from edge_bus.fileio import write_json_atomic
+from edge_bus.fileio import read_json, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -271,14 +271,8 @@ class Bundle:
 
 def read_manifest(path: str | Path) -> Manifest:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BundleError(f"{p}: no manifest here; a bundle folder holds {MANIFEST_NAME} (see `edge-bus export`)") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{p}: manifest is not valid JSON ({exc.msg} at line {exc.lineno}); re-export the bundle") from None
+    data = read_json(p, BundleError, what="manifest", fix="re-export the bundle",
+                     missing=f"a bundle folder holds {MANIFEST_NAME} (see `edge-bus export`)")
     return manifest_from_dict(data, p)
 
 

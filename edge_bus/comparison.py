@@ -7,7 +7,6 @@ bootstrap interval (`edge_bus.intervals.paired`), and the share of resamples in 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,15 @@ import numpy as np
 
 from edge_bus import intervals
 from edge_bus.errors import ConfigError
+from edge_bus.fileio import read_json
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
-    try:
-        report = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such report (give an `edge-bus evaluate` report.json or its folder)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{p}: not a readable report ({exc})") from None
+    report = read_json(p, ConfigError, what="report", fix="give a report.json written by `edge-bus evaluate`, or its folder",
+                       missing="no such report (give an `edge-bus evaluate` report.json or its folder)")
     if not isinstance(report, dict) or report.get("task") not in ("classification", "segmentation"):
         raise ConfigError(f"{p}: not an `edge-bus evaluate` report (no task)")
     missing = [k for k in ("model", "split", "split_hash") if not isinstance(report.get(k), str)]

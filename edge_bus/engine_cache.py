@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_bus.errors import BackendError, BundleError
-from edge_bus.fileio import sha256_file, write_json_atomic
+from edge_bus.fileio import read_json, sha256_file, write_json_atomic
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINES_DIR = "engines"
@@ -206,14 +206,8 @@ class StagedEngine:
 
 def read_record(path: str | Path) -> EngineRecord:
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{p}: engine record not found; rebuild with `edge-bus export build-engine`") from None
-    except json.JSONDecodeError as exc:
-        raise BundleError(
-            f"{p}: engine record is not valid JSON ({exc.msg}); delete it and run `edge-bus export build-engine`"
-        ) from None
+    data = read_json(p, BundleError, what="engine record", fix="delete it and run `edge-bus export build-engine`",
+                     missing="rebuild with `edge-bus export build-engine`")
     return EngineRecord.from_dict(data, p)
 
 

@@ -1,4 +1,5 @@
-"""File helpers every part shares: content hashes, atomic writes and output-path checks (no torch)."""
+"""File helpers every part shares: content hashes, reading text and JSON with one-line errors,
+atomic writes and output-path checks (no torch)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_text(path: str | Path, error: type[Exception], *, what: str, fix: str, missing: str | None = None) -> str:
+    """The UTF-8 text of `path`, or `error` with one line naming it: '<path>: <what> not found;
+    <missing or fix>', or is a folder / is not UTF-8 text / cannot be read; <fix>'."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{p}: {what} not found; {missing or fix}") from None
+    except IsADirectoryError:
+        raise error(f"{p}: is a folder, not a {what}; {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{p}: {what} is not UTF-8 text (byte {exc.start}); {fix}") from None
+    except OSError as exc:
+        raise error(f"{p}: {what} cannot be read ({exc.strerror or type(exc).__name__}); {fix}") from None
+
+
+def read_json(path: str | Path, error: type[Exception], *, what: str, fix: str, missing: str | None = None) -> Any:
+    """The JSON value in `path`; `error` with one line naming it when the file cannot be read
+    (see read_text) or is not valid JSON ('<what> is not valid JSON (<reason> at line N); <fix>')."""
+    text = read_text(path, error, what=what, fix=fix, missing=missing)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{Path(path)}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -107,6 +107,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", min=0),
         weights: Optional[str] = typer.Option(None, "--weights", help="'imagenet' for torchvision's pretrained weights"),
         init: Optional[Path] = typer.Option(None, "--init", help="local state dict to start from"),
+        encoder_from: Optional[Path] = typer.Option(
+            None, "--encoder-from", help="start the VGG-19 encoder from this checkpoint (vgg19 <-> unet_vgg19, same split)"
+        ),
         resume: bool = typer.Option(False, "--resume", help="continue from OUT/last_state.pt"),
         patience: int = typer.Option(10, "--patience", min=1, help="early stopping: epochs without val improvement"),
         max_minutes: Optional[float] = typer.Option(
@@ -133,7 +136,8 @@ def register(app: typer.Typer) -> None:
             cfg = TrainConfig(  # its pack is set once resolve_pack has found or built it
                 model=model, pack=pack, out=out, epochs=epochs,
                 batch_size=batch_size, lr=lr, resolution=resolution if pack is not None else None, device=device,
-                seed=seed, weights=weights, init=str(init) if init else None, resume=resume, patience=patience,
+                seed=seed, weights=weights, init=str(init) if init else None,
+                encoder_from=str(encoder_from) if encoder_from else None, resume=resume, patience=patience,
                 model_kwargs=parse_model_args(model_arg, width), augment=augment, num_workers=workers,
                 max_minutes=max_minutes,
             )

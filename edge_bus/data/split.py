@@ -28,7 +28,7 @@ import numpy as np
 from edge_bus.data.busi import CLASSES, BusiIndex
 from edge_bus.data.dedup import DuplicateReport, find_duplicates
 from edge_bus.errors import DataError
-from edge_bus.fileio import sha256_file, write_json_atomic  # sha256_file re-exported for old imports
+from edge_bus.fileio import read_json, sha256_file, write_json_atomic  # sha256_file re-exported for old imports
 
 FORMAT = "edge-bus-split"
 VERSION = 1
@@ -243,12 +243,9 @@ def write_split(manifest: SplitManifest, path: str | Path) -> Path:
 def load_split(path: str | Path) -> SplitManifest:
     """Read a manifest; DataError when it is missing, malformed or its hash does not match."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: split manifest not found; create one with `edge-bus data split DATA_DIR --out {path}`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a valid JSON split manifest ({exc}); recreate it with `edge-bus data split`") from None
+    data = read_json(path, DataError, what="split manifest", fix="recreate it with `edge-bus data split`")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DataError(f"{path}: not an edge-bus split manifest (format is not {FORMAT!r})")
     if data.get("version") != VERSION:

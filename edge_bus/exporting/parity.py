@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_bus.errors import BundleError
-from edge_bus.fileio import write_json_atomic
+from edge_bus.fileio import read_json, write_json_atomic
 
 REFERENCE_NAME = "parity_reference.npz"
 MIN_TOP1_AGREEMENT = 0.99
@@ -169,12 +169,7 @@ def read_parity(path: str | Path) -> dict[str, Any]:
     (a bundle without its parity.json has no known outcome, so it never counts as passed)."""
     p = Path(path)
     fix = "re-export the bundle with `edge-bus export CHECKPOINT`"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{p}: parity outcome missing, so the bundle's gate is unknown; {fix}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{p}: parity outcome is not valid JSON ({exc}); {fix}") from None
+    data = read_json(p, BundleError, what="parity outcome", fix=fix, missing=f"the bundle's gate is unknown; {fix}")
     if not isinstance(data, dict) or not isinstance(data.get("passed"), bool) or not isinstance(data.get("artifacts"), list):
         raise BundleError(f"{p}: parity outcome needs 'passed' (true/false) and 'artifacts' (a list); {fix}")
     if not all(isinstance(r, dict) for r in data["artifacts"]):

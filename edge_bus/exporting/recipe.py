@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_bus.errors import ConfigError
+from edge_bus.fileio import read_text
 
 KNOWN = {"model", "input_size", "batch", "formats", "precisions", "workspace_gb", "opset", "parity", "calibration", "notes"}
 
@@ -38,11 +39,19 @@ class Recipe:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def _line_of(exc: Exception) -> str:
+    """' at line N' for JSON and YAML parse errors that know where they stopped."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f" at line {exc.lineno}"
+    mark = getattr(exc, "problem_mark", None)  # yaml's MarkedYAMLError, 0-based
+    return f" at line {mark.line + 1}" if mark is not None else ""
+
+
 def load_recipe(path: str | Path) -> Recipe:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"{p}: recipe not found (see export/ for examples)")
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, ConfigError, what="recipe", fix="give a YAML or JSON recipe (see export/ for examples)")
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
@@ -51,7 +60,8 @@ def load_recipe(path: str | Path) -> Recipe:
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise ConfigError(f"{p}: recipe is not valid {p.suffix.lstrip('.').upper() or 'YAML'} ({type(exc).__name__}); fix its syntax") from None
+        kind = p.suffix.lstrip(".").upper() or "YAML"
+        raise ConfigError(f"{p}: recipe is not valid {kind} ({type(exc).__name__}{_line_of(exc)}); fix its syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a recipe is a mapping of settings, got {type(data).__name__}")
     unknown = sorted(set(data) - KNOWN)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import json
 
 from edge_bus.data.busi import CLASSES
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError, ConfigError
-from edge_bus.fileio import sha256_file
+from edge_bus.fileio import read_json, sha256_file
 
 SEGMENTATION_CLASSES = ["lesion"]
 
@@ -158,10 +157,7 @@ def from_file(path: str | Path, *, size: int | None = None) -> ExportSource:
     with open(p, "rb") as fh:
         head = fh.read(64).lstrip()
     if p.suffix.lower() == ".json" or head.startswith(b"{"):
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{p}: not valid JSON ({exc}); export a .pt checkpoint or an ensemble.json") from None
+        data = read_json(p, CheckpointError, what="model file", fix="export a .pt checkpoint or an ensemble.json")
         kind = data.get("format") if isinstance(data, dict) else None
         if kind == "edge-bus-ensemble":
             return from_ensemble(p, data, size=size)

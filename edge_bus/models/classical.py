@@ -41,7 +41,6 @@ without "method" is a first-version file and keeps method "largest".
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -51,7 +50,7 @@ import numpy as np
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError
-from edge_bus.fileio import write_json_atomic
+from edge_bus.fileio import read_json, write_json_atomic
 from edge_bus.metrics import iou_per_image
 
 FORMAT = "edge-bus-classical"
@@ -407,10 +406,7 @@ def save_classical(path: str | Path, model: ClassicalModel) -> Path:
 def load_classical(path: str | Path, data: dict | None = None) -> ClassicalModel:
     p = Path(path)
     if data is None:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{p}: not a readable classical-baseline file ({exc})") from None
+        data = read_json(p, CheckpointError, what="classical-baseline file", fix="write one with `edge-bus train classical`")
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise CheckpointError(f"{p}: not an {FORMAT} v{VERSION} file (write one with `edge-bus train classical`)")
     try:

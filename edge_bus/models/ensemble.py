@@ -19,7 +19,6 @@ old one: loading compares each member's fingerprint with the recorded one and as
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import nn
 
 from edge_bus.data.preprocess import PreprocessSpec
 from edge_bus.errors import CheckpointError, ConfigError
-from edge_bus.fileio import write_json_atomic
+from edge_bus.fileio import read_json, write_json_atomic
 from edge_bus.metrics import iou_per_image
 
 FORMAT = "edge-bus-ensemble"
@@ -205,10 +204,7 @@ def _member_fingerprints(value: Any, n_members: int) -> list[str]:
 def load_ensemble(path: str | Path, data: dict | None = None) -> EnsembleModel:
     p = Path(path)
     if data is None:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{p}: not a readable ensemble file ({exc})") from None
+        data = read_json(p, CheckpointError, what="ensemble file", fix="write one with `edge-bus train ensemble`")
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise CheckpointError(f"{p}: not an {FORMAT} v{VERSION} file (write one with `edge-bus train ensemble`)")
     try:

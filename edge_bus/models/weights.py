@@ -104,12 +104,22 @@ def _required_keys(own: dict[str, torch.Tensor], skip: tuple[str, ...], covers: 
 
 def load_init(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a local state dict (a raw state dict or an edge-bus checkpoint) into `model`."""
+    apply_init(model, read_init(path), path)
+
+
+def read_init(path: str | os.PathLike) -> object:
+    """What torch.load finds in an --init file (safely); CheckpointError when it is missing or unreadable."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file (--init expects a state dict saved with torch.save)")
     from edge_bus.training.safe_load import safe_torch_load
 
-    data = safe_torch_load(p, what="state dict", hint="--init expects a state dict saved with torch.save or an edge-bus checkpoint")
+    return safe_torch_load(p, what="state dict", hint="--init expects a state dict saved with torch.save or an edge-bus checkpoint")
+
+
+def apply_init(model: nn.Module, data: object, path: str | os.PathLike) -> None:
+    """Load `data` (a raw state dict or an edge-bus checkpoint's dict, read from `path`) into `model`, strictly."""
+    p = Path(path)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

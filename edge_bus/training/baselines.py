@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from edge_bus.data.pack import load_pack
-from edge_bus.errors import CheckpointError, ConfigError
+from edge_bus.errors import CheckpointError
 from edge_bus.models.classical import ClassicalModel, fit_classical, save_classical
 from edge_bus.models.ensemble import (
     ENSEMBLE_MODES,
@@ -24,6 +24,7 @@ from edge_bus.models.ensemble import (
 from edge_bus.training.checkpoint import load_checkpoint
 from edge_bus.training.data import spec_at, split_arrays
 from edge_bus.training.predict import predict_arrays, task_metrics
+from edge_bus.training.provenance import check_trained_on_split
 
 CLASSICAL_NAME = "classical.json"
 ENSEMBLE_NAME = "ensemble.json"
@@ -49,22 +50,12 @@ def fit_classical_pack(pack_path: Path, out: Path, resolution: int | None = None
 
 def check_same_split(ckpts: Sequence, split_hash: str, pack_path: Path) -> None:
     """Every member must have been trained on the split of the pack whose val split chooses the
-    weights: a member trained on another split may have seen these val (or test) images, and
-    weights chosen on them would be chosen on leaked data. ConfigError naming the member otherwise."""
-    if not split_hash:
-        raise ConfigError(f"{pack_path}: the pack records no split hash; rebuild it with `edge-bus data pack`")
+    weights (ConfigError naming the member otherwise)."""
     for c in ckpts:
-        if not c.split_hash:
-            raise ConfigError(
-                f"{c.path}: this member records no split hash, so it cannot be shown to be trained on the split of "
-                f"{pack_path} ({split_hash[:12]}); retrain it with `edge-bus train` on that pack"
-            )
-        if c.split_hash != split_hash:
-            raise ConfigError(
-                f"{c.path}: member trained on split {c.split_hash[:12]}, but the pack {pack_path} is split "
-                f"{split_hash[:12]}; choosing ensemble weights on this val split would use images the member may "
-                "have trained on. Use members trained on the same split as the pack"
-            )
+        check_trained_on_split(
+            c.path, c.split_hash, split_hash, pack_path, role="member",
+            risk="choosing ensemble weights on this val split would use images the member may have trained on",
+        )
 
 
 def fit_ensemble(

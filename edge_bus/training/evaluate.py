@@ -4,7 +4,6 @@ of the best and worst overlays for segmenters)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -13,13 +12,13 @@ import numpy as np
 
 from edge_bus.data.pack import load_pack
 from edge_bus.errors import CheckpointError, ConfigError
-from edge_bus.fileio import write_json_atomic, write_text_atomic
+from edge_bus.fileio import read_json, write_json_atomic, write_text_atomic
 from edge_bus.training.data import SplitArrays, split_arrays
 
 # How the model was trained, copied from its file into report.json's "train" (the keys it has), so
 # a summary of many reports reads only JSON and needs neither torch nor edge-bus.
 TRAIN_KEYS = ("device", "amp", "epochs", "epochs_run", "best_epoch", "resolution", "world_size", "weights", "network",
-              "threads", "cpu", "cpu_capability", "gpu", "pack_sha256")
+              "threads", "cpu", "cpu_capability", "gpu", "pack_sha256", "init_source", "encoder_source")
 
 
 @dataclass
@@ -47,10 +46,7 @@ def load_any(path: str | Path, device: str = "cpu", batch_size: int = 16) -> Loa
     if not p.is_file():
         raise CheckpointError(f"{p}: no such model file (a .pt checkpoint, classical.json or ensemble.json)")
     if p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{p}: not valid JSON ({exc})") from None
+        data = read_json(p, CheckpointError, what="model file", fix="give a .pt checkpoint, classical.json or ensemble.json")
         kind = data.get("format") if isinstance(data, dict) else None
         if kind == "edge-bus-classical":
             from edge_bus.models.classical import load_classical
@@ -212,6 +208,18 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def _warm_start_lines(train: dict[str, Any]) -> list[str]:
+    """Where the first weights came from, when not from scratch or ImageNet."""
+    lines = []
+    if train.get("encoder_source"):
+        e = train["encoder_source"]
+        lines.append(f"- encoder started from: {e['model']} `{e['path']}` (weights `{str(e.get('weights_sha256', ''))[:16]}`)")
+    if train.get("init_source"):
+        i = train["init_source"]
+        lines.append(f"- started from: `{i['path']}` ({i['kind']})")
+    return lines
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     from edge_bus.intervals import text
 
@@ -232,6 +240,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     if train.get("cpu") or train.get("gpu"):
         how = train.get("gpu") or f"{train['cpu']}, {train.get('cpu_capability', '?')} kernels, {train.get('threads', '?')} threads"
         lines.append(f"- trained on: {train.get('device', '?')}, {how}")
+    lines += _warm_start_lines(train)
     lines.append("")
     lines += [f"**Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     if "classification" in report:

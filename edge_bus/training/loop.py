@@ -69,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     weights: str | None = None
     init: str | None = None
+    encoder_from: str | None = None  # an edge-bus checkpoint whose VGG-19 encoder starts this model's
     resume: bool = False
     patience: int = 10  # epochs without validation improvement before stopping
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -119,6 +120,18 @@ class TrainConfig:
                 raise ConfigError(f"--weights imagenet: {exc}") from None
         if self.init is not None and not Path(self.init).is_file():
             raise ConfigError(f"--init {self.init}: no such file (a state dict saved with torch.save or an edge-bus checkpoint)")
+        if self.encoder_from is not None:
+            self._check_encoder_from()
+
+    def _check_encoder_from(self) -> None:
+        from edge_bus.models.transfer import ENCODER_PREFIXES
+
+        if self.init is not None or self.weights is not None:
+            raise ConfigError("--encoder-from starts the encoder; --init and --weights start the whole model: use one of them")
+        if self.model not in ENCODER_PREFIXES:
+            raise ConfigError(f"--encoder-from: model {self.model!r} shares no encoder with another model; it works for {sorted(ENCODER_PREFIXES)}")
+        if not Path(self.encoder_from).is_file():
+            raise ConfigError(f"--encoder-from {self.encoder_from}: no such file (an edge-bus checkpoint, e.g. OUT/best.pt of `edge-bus train unet_vgg19`)")
 
 
 @dataclass
@@ -140,6 +153,17 @@ def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a resumed run must share with the original one."""
     keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "resolution", "seed", "model_kwargs")
     return {k: getattr(cfg, k) for k in keys}
+
+
+def _warm_start(model: torch.nn.Module, cfg: TrainConfig, split_hash: str) -> dict[str, Any]:
+    """Load --init or --encoder-from into `model`; what was loaded, for the checkpoint's train record."""
+    from edge_bus.training.warm_start import init_from, load_encoder_from
+
+    if cfg.init is not None:
+        return {"init_source": init_from(model, cfg.init, split_hash, Path(cfg.pack))}
+    if cfg.encoder_from is not None:
+        return {"encoder_source": load_encoder_from(model, cfg.model, cfg.encoder_from, split_hash, Path(cfg.pack))}
+    return {}
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -169,7 +193,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         raise ConfigError(f"{cfg.pack}: training needs non-empty train and val splits ({len(train_arrays)}, {len(val_arrays)})")
 
     num_classes = len(classes) if task == "classification" else None
-    model = create(cfg.model, num_classes=num_classes, weights=cfg.weights, init=cfg.init, **cfg.model_kwargs).to(device)
+    model = create(cfg.model, num_classes=num_classes, weights=cfg.weights, **cfg.model_kwargs)
+    starts = _warm_start(model, cfg, pack.split_hash)
+    model = model.to(device)
     net = model
     if info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -231,6 +257,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         "seed": cfg.seed,
         "weights": cfg.weights,
         "init": cfg.init,
+        "encoder_from": cfg.encoder_from,
+        **starts,
         "augment": cfg.augment,
         "patience": cfg.patience,
         "max_minutes": cfg.max_minutes,

@@ -1,6 +1,6 @@
 """The one place that turns a failed `torch.load` into a one-line CheckpointError naming the file.
 
-Used by checkpoint.load_checkpoint, resume (loop._load_state) and --init (models.weights.load_init). Always `weights_only=True`: a file from elsewhere cannot run code when loaded.
+Used by checkpoint.load_checkpoint, resume (loop._load_state) and --init (models.weights.read_init). Always `weights_only=True`: a file from elsewhere cannot run code when loaded.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def test_edited_manifest_is_rejected(index, tmp_path):
     with pytest.raises(DataError, match="hash does not match"):
         load_split(path)
     path.write_text("{not json")
-    with pytest.raises(DataError, match="not a valid JSON"):
+    with pytest.raises(DataError, match="split manifest is not valid JSON"):
         load_split(path)
     with pytest.raises(DataError, match="not found"):
         load_split(tmp_path / "nope.json")

@@ -129,7 +129,7 @@ def test_nothing_is_built_without_the_parity_reference(bundle_dir, monkeypatch):
     assert fake.built == [] and _engine_files(bundle_dir) == []
 
 
-@pytest.mark.parametrize("damage,words", [("delete", "parity outcome missing"), ("corrupt", "not valid JSON")])
+@pytest.mark.parametrize("damage,words", [("delete", "parity outcome not found"), ("corrupt", "not valid JSON")])
 def test_missing_or_corrupt_parity_json_is_a_one_line_error(bundle_dir, monkeypatch, damage, words):
     fake = FakeTensorRT(monkeypatch, faithful={})
     parity = bundle_dir / "parity.json"

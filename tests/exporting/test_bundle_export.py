@@ -194,7 +194,7 @@ def test_parity_outcome_that_is_not_json_names_the_file(tmp_path):
         with pytest.raises(BundleError, match=words) as info:
             P.read_parity(path)
         assert str(path) in str(info.value)
-    with pytest.raises(BundleError, match="parity outcome missing"):
+    with pytest.raises(BundleError, match="parity outcome not found"):
         P.read_parity(tmp_path / "absent.json")
 
 
