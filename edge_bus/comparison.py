@@ -22,7 +22,7 @@ def read_report(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         p = p / "report.json"
     report = read_json(p, ConfigError, what="report", fix="give a report.json written by `edge-bus evaluate`, or its folder",
-                       missing="no such report (give an `edge-bus evaluate` report.json or its folder)")
+                       missing="give an `edge-bus evaluate` report.json or its folder")
     if not isinstance(report, dict) or report.get("task") not in ("classification", "segmentation"):
         raise ConfigError(f"{p}: not an `edge-bus evaluate` report (no task)")
     missing = [k for k in ("model", "split", "split_hash") if not isinstance(report.get(k), str)]

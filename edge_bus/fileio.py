@@ -29,7 +29,7 @@ def read_text(path: str | Path, error: type[Exception], *, what: str, fix: str, 
     except FileNotFoundError:
         raise error(f"{p}: {what} not found; {missing or fix}") from None
     except IsADirectoryError:
-        raise error(f"{p}: is a folder, not a {what}; {fix}") from None
+        raise error(f"{p}: is a folder; {fix}") from None
     except UnicodeDecodeError as exc:
         raise error(f"{p}: {what} is not UTF-8 text (byte {exc.start}); {fix}") from None
     except OSError as exc:

@@ -141,7 +141,7 @@ def test_cli_writes_the_comparison_and_refuses_a_file_as_out(tmp_path):
     res = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "file")])
     assert res.exit_code == 2 and "is a file" in res.output
     res = runner.invoke(app, ["compare", str(a), str(tmp_path / "missing")])
-    assert res.exit_code == 2 and "no such report" in res.output
+    assert res.exit_code == 2 and "report not found" in res.output
 
 
 def test_compare_runs_without_torch(tmp_path):

@@ -63,16 +63,19 @@ def parse_model_args(pairs: list[str], width: Optional[int]) -> dict:
     return kwargs
 
 
-def check_model_options(model: str, members: list[Path], mode: Optional[str]) -> None:
-    """ConfigError for a name outside the roster, and for --member / --mode given to anything but
-    `train ensemble`, which needs a known mode and at least two existing members."""
+def check_model_options(model: str, members: list[Path], mode: Optional[str], starts: tuple[str, ...] = ()) -> None:
+    """ConfigError for a name outside the roster, for --member / --mode given to anything but
+    `train ensemble`, which needs a known mode and at least two existing members, and for `starts`
+    (the weight options given: --weights, --init, --encoder-from) given to the fitted models."""
     from edge_bus.errors import ConfigError
-    from edge_bus.models.registry import check_model_name
+    from edge_bus.models.registry import NON_NETWORK_MODELS, check_model_name
 
     try:
         check_model_name(model)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if model in NON_NETWORK_MODELS and starts:
+        raise ConfigError(f"{' and '.join(starts)} start a network's weights; {model!r} is fitted, not trained from weights")
     if model != "ensemble":
         if members or mode is not None:
             raise ConfigError(f"--member and --mode apply to `edge-bus train ensemble` only, not to {model!r}")
@@ -127,7 +130,8 @@ def register(app: typer.Typer) -> None:
         torch_required("edge-bus train")
         from edge_bus.errors import ConfigError
 
-        check_model_options(model, member, mode)
+        given = (("--weights", weights), ("--init", init), ("--encoder-from", encoder_from))
+        check_model_options(model, member, mode, tuple(name for name, value in given if value is not None))
         check_pack_options(pack, data, split)
         cfg = None
         if model not in ("classical", "ensemble"):

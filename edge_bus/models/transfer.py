@@ -21,7 +21,16 @@ from edge_bus.errors import CheckpointError
 
 # model name -> prefix of its VGG-19 batch-norm encoder in the state dict
 ENCODER_PREFIXES = {"vgg19": "features.", "unet_vgg19": "encoder."}
+# model name -> (keyword, the value that gives that encoder, the builder's default)
+ENCODER_KWARGS = {"vgg19": ("batch_norm", True, False), "unet_vgg19": ("width", 64, 64)}
 _FITS = "the encoder needs vgg19 with --model-arg batch_norm=true, or unet_vgg19 at width 64"
+
+
+def check_encoder_kwargs(name: str, kwargs: dict) -> None:
+    """ValueError unless `name` built with `kwargs` has the shared encoder (checked before any data is read)."""
+    key, needed, default = ENCODER_KWARGS[name]
+    if kwargs.get(key, default) != needed:
+        raise ValueError(f"{name} with {key}={kwargs.get(key, default)!r} has no VGG-19 batch-norm encoder; {_FITS}")
 
 
 def transfer_encoder(model: nn.Module, model_name: str, source_model: str, source_state: Mapping[str, torch.Tensor]) -> int:

@@ -124,12 +124,16 @@ class TrainConfig:
             self._check_encoder_from()
 
     def _check_encoder_from(self) -> None:
-        from edge_bus.models.transfer import ENCODER_PREFIXES
+        from edge_bus.models.transfer import ENCODER_PREFIXES, check_encoder_kwargs
 
         if self.init is not None or self.weights is not None:
             raise ConfigError("--encoder-from starts the encoder; --init and --weights start the whole model: use one of them")
         if self.model not in ENCODER_PREFIXES:
             raise ConfigError(f"--encoder-from: model {self.model!r} shares no encoder with another model; it works for {sorted(ENCODER_PREFIXES)}")
+        try:
+            check_encoder_kwargs(self.model, self.model_kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"--encoder-from: {exc}") from None
         if not Path(self.encoder_from).is_file():
             raise ConfigError(f"--encoder-from {self.encoder_from}: no such file (an edge-bus checkpoint, e.g. OUT/best.pt of `edge-bus train unet_vgg19`)")
 
@@ -151,7 +155,8 @@ class TrainResult:
 
 def _resumable_config(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a resumed run must share with the original one."""
-    keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "resolution", "seed", "model_kwargs")
+    keys = ("model", "epochs", "batch_size", "lr", "weight_decay", "resolution", "seed", "model_kwargs",
+            "weights", "init", "encoder_from")  # states saved before the last three resume as if they were None
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -194,7 +199,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
 
     num_classes = len(classes) if task == "classification" else None
     model = create(cfg.model, num_classes=num_classes, weights=cfg.weights, **cfg.model_kwargs)
-    starts = _warm_start(model, cfg, pack.split_hash)
+    # a resumed run's weights come from its state, and what started it from the state's record
+    starts = {} if cfg.resume else _warm_start(model, cfg, pack.split_hash)
     model = model.to(device)
     net = model
     if info.enabled:
@@ -242,6 +248,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         torch.set_rng_state(state["rng"])
         start_epoch, best_score, best_epoch, stale = state["epoch"] + 1, state["best_score"], state["best_epoch"], state["stale"]
         history = json.loads(state["history"])
+        starts = json.loads(state.get("starts") or "{}")
 
     train_info = {
         "epochs": cfg.epochs,
@@ -324,7 +331,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
                         preprocessing=spec, threshold=0.5, split_hash=pack.split_hash, dataset_sha256=pack.dataset_sha256,
                         metrics={"val": val}, train={**train_info, "best_epoch": epoch + 1, "epochs_run": epoch + 1},
                     )
-                _save_state(last_state, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history)
+                _save_state(last_state, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history, starts)
                 write_json_atomic(out / HISTORY_NAME, history)
                 progress.log(epoch_line(epoch + 1, cfg.epochs, train_loss, val["score"], record["seconds"], improved))
 
@@ -365,7 +372,7 @@ def _past_budget(max_minutes: float | None, started: float) -> bool:
     return max_minutes is not None and time.perf_counter() - started >= max_minutes * 60
 
 
-def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history) -> None:
+def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_score, best_epoch, stale, history, starts) -> None:
     state = {
         "format": "edge-bus-train-state",
         "version": 1,
@@ -380,6 +387,7 @@ def _save_state(path, cfg, model, optimizer, scheduler, scaler, epoch, best_scor
         "best_epoch": best_epoch,
         "stale": stale,
         "history": json.dumps(history),
+        "starts": json.dumps(starts),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)

@@ -30,13 +30,13 @@ def init_from(model: nn.Module, path: str | Path, split_hash: str, pack_path: Pa
     p = Path(path)
     data = read_init(p)
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        check_trained_on_split(p, str(data.get("split_hash") or ""), split_hash, pack_path, role="--init checkpoint", risk=_RISK)
-        source = {"path": str(p), "kind": "edge-bus checkpoint", "model": data.get("model"),
-                  "weights_sha256": data.get("weights_sha256", ""), "split_hash": split_hash}
-    else:
-        source = {"path": str(p), "kind": UNRECORDED}
+        checkpoint = load_checkpoint(p)  # its version and weights fingerprint checked too
+        check_trained_on_split(p, checkpoint.split_hash, split_hash, pack_path, role="--init checkpoint", risk=_RISK)
+        apply_init(model, checkpoint.state_dict, p)
+        return {"path": str(p), "kind": "edge-bus checkpoint", "model": checkpoint.model,
+                "weights_sha256": checkpoint.weights_sha256, "split_hash": split_hash}
     apply_init(model, data, p)
-    return source
+    return {"path": str(p), "kind": UNRECORDED}
 
 
 def load_encoder_from(model: nn.Module, model_name: str, path: str | Path, split_hash: str, pack_path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@ what loads, what is refused, and what the checkpoint records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -108,18 +109,33 @@ def test_init_from_an_edge_bus_checkpoint_of_another_split_is_refused(synthetic_
     assert init_from(create("unet", width=4), tmp_path / "raw.pt", split, synthetic_pack)["kind"] == UNRECORDED
     with pytest.raises(ConfigError, match="dddddddddddd"):
         init_from(create("unet", width=4), tmp_path / "other.pt", split, synthetic_pack)
+    altered = torch.load(tmp_path / "same.pt", weights_only=True)
+    first = next(iter(altered["state_dict"]))
+    altered["state_dict"][first] = altered["state_dict"][first] + 1
+    torch.save(altered, tmp_path / "altered.pt")
+    with pytest.raises(CheckpointError, match="do not match the fingerprint"):
+        init_from(create("unet", width=4), tmp_path / "altered.pt", split, synthetic_pack)
 
 
 def test_training_from_an_encoder_records_where_it_came_from(synthetic_pack, tmp_path):
     split = load_pack(synthetic_pack).split_hash
     _segmenter_checkpoint(tmp_path / "seg.pt", split)
-    cfg = TrainConfig(model="vgg19", pack=synthetic_pack, out=tmp_path / "clf", epochs=1, batch_size=8, lr=1e-4, device="cpu",
-                      resolution=32, model_kwargs={"batch_norm": True}, encoder_from=str(tmp_path / "seg.pt"), progress=False)
+    cfg = TrainConfig(model="vgg19", pack=synthetic_pack, out=tmp_path / "clf", epochs=2, batch_size=8, lr=1e-4, device="cpu",
+                      resolution=32, model_kwargs={"batch_norm": True}, encoder_from=str(tmp_path / "seg.pt"), progress=False,
+                      max_epochs_this_run=1)
     result = train(cfg)
     record = load_checkpoint(result.best_checkpoint).train
     assert record["encoder_from"] == str(tmp_path / "seg.pt")
     assert record["encoder_source"]["weights_sha256"] == load_checkpoint(tmp_path / "seg.pt").weights_sha256
     assert "init_source" not in record
+    # resuming keeps the record (the weights come from the state) and refuses another start
+    with pytest.raises(ConfigError, match="encoder_from"):
+        train(dataclasses.replace(cfg, resume=True, encoder_from=None))
+    resumed = train(dataclasses.replace(cfg, resume=True, max_epochs_this_run=None))
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    state = torch.load(resumed.last_state, weights_only=True)
+    assert json.loads(state["starts"])["encoder_source"] == record["encoder_source"]
+    assert load_checkpoint(resumed.best_checkpoint).train["encoder_source"] == record["encoder_source"]
     res = runner.invoke(app, ["evaluate", str(result.best_checkpoint), "--pack", str(synthetic_pack), "--split", "val",
                               "--out", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
@@ -133,7 +149,11 @@ def test_training_from_an_encoder_records_where_it_came_from(synthetic_pack, tmp
     [
         (["unet", "--encoder-from", "{tmp}/seg.pt"], "model 'unet' shares no encoder"),
         (["vgg19", "--encoder-from", "{tmp}/seg.pt", "--init", "{tmp}/seg.pt"], "use one of them"),
-        (["vgg19", "--encoder-from", "{tmp}/missing.pt"], "--encoder-from {tmp}/missing.pt: no such file"),
+        (["vgg19", "--model-arg", "batch_norm=true", "--encoder-from", "{tmp}/missing.pt"],
+         "--encoder-from {tmp}/missing.pt: no such file"),
+        (["vgg19", "--encoder-from", "{tmp}/seg.pt"], "vgg19 with batch_norm=False has no VGG-19 batch-norm encoder"),
+        (["unet_vgg19", "--encoder-from", "{tmp}/seg.pt", "--width", "32"], "unet_vgg19 with width=32 has no"),
+        (["classical", "--init", "{tmp}/seg.pt"], "--init start a network's weights; 'classical' is fitted"),
     ],
 )
 def test_cli_checks_encoder_from_before_packing(synthetic_busi, synthetic_split, tmp_path, args, message):
