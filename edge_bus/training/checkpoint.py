@@ -167,7 +167,12 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Checkpoin
         raise CheckpointError(
             f"{p}: not a torch checkpoint ({what}); pass a .pt file written by `edge-bus train`"
         )
-    data = safe_torch_load(p, what="edge-bus checkpoint", mmap=mmap)
+    return checkpoint_from_data(p, safe_torch_load(p, what="edge-bus checkpoint", mmap=mmap), check_fingerprint=not mmap)
+
+
+def checkpoint_from_data(p: Path, data: Any, *, check_fingerprint: bool = True) -> Checkpoint:
+    """The Checkpoint in `data`, what torch.load read from `p` (for callers that already hold it):
+    format, version, fields and, unless told not to, the weights' fingerprint checked."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{p}: unknown checkpoint format {found!r}; expected {FORMAT!r} written by `edge-bus train`")
@@ -184,7 +189,7 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Checkpoin
     kwargs = {k: v for k, v in data.items() if k in known}
     if not isinstance(data["state_dict"], dict):
         raise CheckpointError(f"{p}: its state_dict is a {type(data['state_dict']).__name__}, not a dict of tensors")
-    if not mmap:
+    if check_fingerprint:
         kwargs["weights_sha256"] = _checked_fingerprint(p, data["state_dict"], str(kwargs.get("weights_sha256") or ""))
     return Checkpoint(path=p, preprocessing=spec, **kwargs)
 

@@ -17,7 +17,7 @@ from torch import nn
 from edge_bus.errors import CheckpointError
 from edge_bus.models.transfer import transfer_encoder
 from edge_bus.models.weights import apply_init, read_init
-from edge_bus.training.checkpoint import FORMAT, load_checkpoint
+from edge_bus.training.checkpoint import FORMAT, checkpoint_from_data, load_checkpoint
 from edge_bus.training.provenance import check_trained_on_split
 
 UNRECORDED = "a raw state dict: the data it was trained on is not recorded"
@@ -30,7 +30,7 @@ def init_from(model: nn.Module, path: str | Path, split_hash: str, pack_path: Pa
     p = Path(path)
     data = read_init(p)
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        checkpoint = load_checkpoint(p)  # its version and weights fingerprint checked too
+        checkpoint = checkpoint_from_data(p, data)  # its version and weights fingerprint checked too
         check_trained_on_split(p, checkpoint.split_hash, split_hash, pack_path, role="--init checkpoint", risk=_RISK)
         apply_init(model, checkpoint.state_dict, p)
         return {"path": str(p), "kind": "edge-bus checkpoint", "model": checkpoint.model,
