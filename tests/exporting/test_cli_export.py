@@ -117,10 +117,13 @@ def test_ensemble_is_exported_as_a_segmenter_and_classical_is_refused(checkpoint
     save_ensemble(ens, EnsembleModel(path=None, members=[checkpoint, checkpoint], weights=[0.5, 0.5], mode="mean",
                                      preprocessing=ckpt.preprocessing, classes=ckpt.classes, split_hash=ckpt.split_hash))
     out = tmp_path / "ens-bundle"
-    result = runner.invoke(app, ["export", str(ens), "--formats", "onnx", "--out", str(out), "--parity-images", "3"])
+    result = runner.invoke(app, ["export", str(ens), "--formats", "onnx,torchscript", "--out", str(out),
+                                 "--parity-images", "3"])
     assert result.exit_code == 0, result.output
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"] == "ensemble" and m["task"] == "segmentation" and m["classes"] == ["lesion"]
+    parity = json.loads((out / "parity.json").read_text())
+    assert {r["artifact"]: r["passed"] for r in parity["artifacts"]} == {"onnx": True, "torchscript": True}
     assert m["status"] == "accepted" and m["export"]["parity_images"].startswith("pack:")  # the members' pack
     classical = tmp_path / "classical.json"
     classical.write_text(json.dumps({"format": "edge-bus-classical", "version": 1}))
