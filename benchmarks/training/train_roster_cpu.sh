@@ -13,7 +13,8 @@ RES="${RES:-128}"
 SPLIT="${SPLIT:-splits/busi-seed0.json}"
 EDGE_BUS="${EDGE_BUS:-edge-bus}"
 SEED="${SEED:-0}"  # another seed, into another OUT, measures how far a row moves between runs
-# model:epochs:extra train options, comma-separated (epoch budgets of 4 to 55 minutes each on 2 cores).
+# model:epochs:extra train options, comma-separated, so no option may hold a comma (epoch budgets of
+# 4 to about 80 minutes each on 2 cores).
 # VGG-19 runs all 15 epochs: with patience 10 its one-cycle run was once stopped before it annealed.
 PLAN="${PLAN:-unet:40:--width=16 vgg19:15:--model-arg=batch_norm=true,--patience=15 deeplabv3_resnet101:15: unet_vgg19:8: resnet50:15: efficientnet_b0:15:}"
 

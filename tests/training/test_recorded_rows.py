@@ -52,3 +52,6 @@ def test_row_reproduces_from_its_committed_checkpoint(row, model_file, recorded_
     for subset in ("all_images", "lesion_only"):
         for figure in ("iou", "dice"):
             assert got[subset][figure] == pytest.approx(want[subset][figure], abs=tolerance), (row, subset, figure)
+            # the bracketed bounds of the README come from here
+            assert report["intervals"][subset][figure] == pytest.approx(recorded["intervals"][subset][figure],
+                                                                        abs=10 * tolerance), (row, subset, figure)

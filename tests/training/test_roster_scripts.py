@@ -125,16 +125,17 @@ def test_a_failing_summary_is_logged_and_does_not_fail_the_roster(tmp_path):
 def test_cpu_roster_passes_each_comma_separated_option_of_a_plan_entry(tmp_path):
     """PLAN entries are model:epochs:options; the options, comma-separated, reach train as separate arguments."""
     log = tmp_path / "calls.log"
-    stand_in = _executable(tmp_path / "edge-bus", f'#!/bin/sh\necho "$@" >> {log}\n')
+    # one line per call, each argument in <>, so one argument holding a space cannot pass for two
+    stand_in = _executable(tmp_path / "edge-bus", f'#!/bin/sh\nfor a in "$@"; do printf "<%s>" "$a"; done >> {log}\necho >> {log}\n')
     out = tmp_path / "results"
     env = {**os.environ, "OUT": str(out), "DATA": str(tmp_path), "EDGE_BUS": str(stand_in), "PYTHON": "true",
            "PLAN": "vgg19:15:--model-arg=batch_norm=true,--patience=15 unet:2:"}
     done = subprocess.run(["bash", str(SCRIPTS / "train_roster_cpu.sh")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    trains = [line.split() for line in log.read_text().splitlines() if line.startswith("train ")]
-    assert trains[0][:2] == ["train", "vgg19"] and trains[0][-2:] == ["--model-arg=batch_norm=true", "--patience=15"]
-    assert trains[1][:2] == ["train", "unet"] and trains[1][-1] == "0"  # no options: the seed is last
+    trains = [line[1:-1].split("><") for line in log.read_text().splitlines() if line.startswith("<train>")]
+    assert trains[0][:2] == ["train", "vgg19"] and trains[0][-3:] == ["0", "--model-arg=batch_norm=true", "--patience=15"]
+    assert trains[1][:2] == ["train", "unet"] and trains[1][-2:] == ["--seed", "0"]  # no options, not even an empty one
 
 
 def test_summary_rows_name_weights_members_and_unreadable_reports(tmp_path):
