@@ -16,8 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "training" / "results" / "cpu128-2026-12-02"
-# (row, model file, committed test report): classical is plain NumPy/OpenCV; the U-Net runs on torch,
-# whose CPU kernels may round a probability at the threshold differently on another CPU kind.
+# (row, model file, committed test report, tolerance): classical is plain NumPy/OpenCV, compared exactly;
+# the U-Net runs on torch, whose CPU kernels may round a probability at the threshold differently on another CPU kind.
 ROWS = [
     ("classical", RESULTS / "classical" / "classical.json", RESULTS / "classical" / "report.json", 0.0),
     ("unet", RESULTS / "unet" / "best.pt", RESULTS / "unet" / "report.json", 1e-3),
